@@ -1,1 +1,32 @@
-fn main() {}
+//! `skiff-xds` command line: `check` validates a mesh file, `demo` runs a mesh on loopback.
+//! Each subcommand lives in its own module; this file only parses arguments and dispatches.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "skiff-xds", version, about = "Skiff control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a mesh file: exit 0 with a summary, or exit 1 naming every bad field.
+    Check {
+        /// The mesh file.
+        path: PathBuf,
+    },
+    /// Run a whole demo mesh (apps and their sidecars) on loopback until Ctrl-C.
+    Demo(skiff_xds::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { path } => skiff_xds::check::run(&path),
+        Command::Demo(args) => skiff_xds::demo::main(args),
+    }
+}
