@@ -1,1 +1,47 @@
-fn main() {}
+//! `skiff`: the Skiff sidecar proxy's command line (`run`, `version`); nothing else.
+
+mod admin;
+mod app;
+mod balance;
+mod bootstrap;
+mod conn;
+mod detect;
+mod http;
+mod inbound;
+mod listener;
+mod outbound;
+mod resilience;
+mod route;
+mod snapshot;
+mod state;
+mod tcp;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "skiff", version, about = "Skiff service-mesh sidecar proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy (static mode: --config mesh.yaml).
+    Run(Box<bootstrap::RunArgs>),
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(args) => app::run(*args),
+        Command::Version => {
+            println!("skiff {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config_dump` and `/logging`.
+//! Runs beside the data plane; its own connections are not counted in proxy metrics.
+
+use std::{convert::Infallible, sync::Arc};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::{balance::Endpoint, route::Route, snapshot::Snapshot, state::State};
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves the admin API until the process exits (it keeps answering while draining).
+pub async fn serve(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(body.into()));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+        (&Method::GET, "/ready") => {
+            if state.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else if state.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut rsp = text(StatusCode::OK, state.metrics.encode());
+            rsp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(OPENMETRICS),
+            );
+            rsp
+        }
+        (&Method::GET, "/config_dump") => {
+            let body = serde_json::to_vec_pretty(&config_dump(state)).unwrap_or_default();
+            let mut rsp = text(StatusCode::OK, body);
+            rsp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            rsp
+        }
+        (&Method::GET, "/logging") => text(StatusCode::OK, format!("{}\n", state.logs.current())),
+        (&Method::PUT | &Method::POST, "/logging") => {
+            let body = match Limited::new(req.into_body(), 4096).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return text(StatusCode::BAD_REQUEST, "body too large or unreadable\n"),
+            };
+            let input = String::from_utf8_lossy(&body);
+            match state.logs.set(&input) {
+                Ok(now) => text(StatusCode::OK, format!("{now}\n")),
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("invalid filter: {e}\n")),
+            }
+        }
+        (_, "/live" | "/ready" | "/metrics" | "/config_dump" | "/logging") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /ready /live /metrics /config_dump /logging\n",
+        ),
+    }
+}
+
+fn endpoint_json(e: &Endpoint) -> Value {
+    json!({
+        "address": e.addr.to_string(),
+        "workload": e.workload.as_deref(),
+        "inFlight": e.load.in_flight(),
+        "ewmaMs": (e.load.ewma_ms() * 1000.0).round() / 1000.0,
+    })
+}
+
+fn route_json(r: &Route) -> Value {
+    json!({
+        "name": &*r.name,
+        "timeout": r.timeout.map(|t| format!("{}ms", t.as_millis())),
+        "backends": r.backends().map(|(c, w)| json!({
+            "service": &*c.name, "namespace": &*c.namespace, "weight": w,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// What the proxy runs now: listeners, config version, services with live LB state.
+fn config_dump(state: &State) -> Value {
+    let snap: Arc<Snapshot> = state.snapshot();
+    let bound = state.bound();
+    let services: Vec<Value> = snap
+        .services
+        .iter()
+        .map(|s| {
+            json!({
+                "name": &*s.name,
+                "namespace": &*s.namespace,
+                "hosts": &s.hosts,
+                "addresses": s.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "protocol": s.protocol,
+                "loadBalancer": s.cluster.endpoints.kind(),
+                "routes": s.routes.routes().iter().map(route_json).collect::<Vec<_>>(),
+                "endpoints": s.cluster.endpoints.endpoints().iter().map(|e| endpoint_json(e)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let inbound = snap.inbound.as_ref().map(|ib| {
+        json!({
+            "workload": &*ib.workload, "namespace": &*ib.namespace,
+            "listen": ib.listen.to_string(), "app": ib.app.to_string(),
+        })
+    });
+    json!({
+        "version": &*snap.version,
+        "listeners": bound.map(|b| json!({
+            "admin": b.admin.to_string(), "outbound": b.outbound.to_string(), "inbound": b.inbound.to_string(),
+        })),
+        "lastError": state.last_error().map(|e| e.to_string()),
+        "draining": state.is_draining(),
+        "trustDomain": &snap.trust_domain,
+        "inbound": inbound,
+        "services": services,
+    })
+}

@@ -1,0 +1,114 @@
+//! Serving one accepted HTTP connection with hyper (HTTP/1.1 with upgrades, or h2c): each
+//! request is resolved to a route, forwarded, and counted. Drain turns into hyper's graceful
+//! shutdown: GOAWAY on HTTP/2, `Connection: close` on HTTP/1.1.
+
+use std::{convert::Infallible, sync::Arc, time::Instant};
+
+use http::{Request, Response, request::Parts};
+use hyper::{body::Incoming, server::conn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use super::{ProxyBody, Version, forward, headers::is_grpc, synthesize};
+use crate::{
+    listener::Drain,
+    route::{Route, RouteError},
+    snapshot::Snapshot,
+    state::State,
+    telemetry::RouteStats,
+};
+
+/// How a listener finds the route for a request (outbound: by destination and authority;
+/// inbound: this workload's app).
+pub trait Handler: Send + Sync + 'static {
+    fn resolve<'s>(&self, snap: &'s Snapshot, parts: &Parts) -> Result<&'s Route, RouteError>;
+    /// Counters for requests that found no route.
+    fn unrouted<'s>(&self, state: &'s State) -> &'s RouteStats;
+}
+
+async fn handle<H: Handler>(
+    state: &State,
+    handler: &H,
+    version: Version,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let grpc = is_grpc(req.headers());
+    let snap = state.snapshot();
+    let (parts, body) = req.into_parts();
+    let (stats, result) = match handler.resolve(&snap, &parts) {
+        Ok(route) => {
+            route.stats.requests.inc();
+            (
+                &route.stats,
+                forward(route, parts, body, version, state.settings.max_header_bytes).await,
+            )
+        }
+        Err(e) => {
+            let stats = handler.unrouted(state);
+            stats.requests.inc();
+            (stats, Err(e.into()))
+        }
+    };
+    let rsp = result.unwrap_or_else(|e| {
+        debug!(error = %e, "request failed");
+        synthesize(&e, grpc)
+    });
+    stats.record(rsp.status().as_u16(), start.elapsed());
+    rsp
+}
+
+/// Serves HTTP on `io` until the client closes, or until drain completes in-flight requests.
+pub async fn serve<I, H>(
+    io: I,
+    version: Version,
+    state: Arc<State>,
+    handler: Arc<H>,
+    mut drain: Drain,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let (state, handler) = (state.clone(), handler.clone());
+        async move { Ok::<_, Infallible>(handle(&state, &*handler, version, req).await) }
+    });
+    let io = TokioIo::new(io);
+    let result = match version {
+        Version::Http1 => {
+            let conn = conn::http1::Builder::new()
+                .preserve_header_case(true)
+                .timer(TokioTimer::new())
+                .serve_connection(io, svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => res,
+                _ = drain.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        Version::Http2 => {
+            let conn = conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(1 << 20)
+                .initial_connection_window_size(4 << 20)
+                .adaptive_window(true)
+                .serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => res,
+                _ = drain.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "http connection ended with an error");
+    }
+}

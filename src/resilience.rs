@@ -1,0 +1,23 @@
+//! Timeouts around one upstream call; retries, circuit breakers and outlier detection join
+//! here later. The only module that decides how long a request may take.
+
+use std::{future::Future, time::Duration};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResilienceError {
+    #[error("no response within {after:?}")]
+    Timeout { after: Duration },
+}
+
+/// Runs `fut` within `limit`, if there is one.
+pub async fn within<F: Future>(
+    limit: Option<Duration>,
+    fut: F,
+) -> Result<F::Output, ResilienceError> {
+    match limit {
+        None => Ok(fut.await),
+        Some(after) => tokio::time::timeout(after, fut)
+            .await
+            .map_err(|_| ResilienceError::Timeout { after }),
+    }
+}

@@ -1,0 +1,373 @@
+//! The compiled, immutable config the data plane runs on: services by address and authority,
+//! route tables, clusters with their endpoints. Endpoint load and connections carry over from
+//! the previous snapshot, so a reload keeps pools warm and LB state intact.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use skiff_api::model::{self, LoadBalancer, MeshFile, Protocol};
+
+use crate::{
+    balance::{Endpoint, EndpointSet, Load},
+    bootstrap::Settings,
+    http::pool::EndpointPool,
+    route::{CompileError, Route, Table},
+    telemetry::{Direction, Metrics},
+};
+
+/// Route name in metrics for requests that no route matched.
+pub const DEFAULT_ROUTE: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Route(#[from] CompileError),
+    #[error("workload {name:?} not found in namespace {namespace:?}")]
+    UnknownWorkload { name: String, namespace: String },
+    #[error("{path}: workload {name:?} in namespace {namespace:?} not found or has no inbound")]
+    EndpointWorkload {
+        path: String,
+        name: String,
+        namespace: String,
+    },
+    #[error("{path}: an endpoint needs a workload or an address")]
+    EmptyEndpoint { path: String },
+}
+
+/// Where a backend's requests go: its endpoints, the protocol spoken to them and the
+/// connect timeout.
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub namespace: Arc<str>,
+    pub protocol: Protocol,
+    pub endpoints: EndpointSet,
+}
+
+/// A service of the mesh as the outbound side sees it.
+#[derive(Debug)]
+pub struct Service {
+    pub name: Arc<str>,
+    pub namespace: Arc<str>,
+    pub hosts: Vec<String>,
+    pub addresses: Vec<SocketAddr>,
+    pub protocol: Protocol,
+    pub cluster: Arc<Cluster>,
+    pub routes: Table,
+}
+
+/// This sidecar's workload: where its inbound side listens and where the app is.
+#[derive(Debug)]
+pub struct Inbound {
+    pub workload: Arc<str>,
+    pub namespace: Arc<str>,
+    pub listen: SocketAddr,
+    pub app: SocketAddr,
+    pub route: Route,
+}
+
+/// One immutable config generation.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: Arc<str>,
+    pub trust_domain: String,
+    pub services: Vec<Arc<Service>>,
+    by_addr: HashMap<SocketAddr, Arc<Service>>,
+    by_host: HashMap<String, Arc<Service>>,
+    catch_all: Option<Arc<Service>>,
+    pub inbound: Option<Inbound>,
+}
+
+/// What compiling needs besides the mesh file.
+pub struct CompileContext<'a> {
+    pub settings: &'a Settings,
+    pub metrics: &'a Metrics,
+    /// `--workload` and `--namespace`.
+    pub workload: Option<(&'a str, &'a str)>,
+    pub version: String,
+}
+
+type Carry = HashMap<(String, String, SocketAddr), Arc<Endpoint>>;
+
+impl Snapshot {
+    /// Compiles a validated mesh file. `prev` lends its endpoints (load estimates and pooled
+    /// connections) to endpoints that stay.
+    pub fn compile(
+        mesh: &MeshFile,
+        cx: &CompileContext<'_>,
+        prev: Option<&Snapshot>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let carry = prev.map(carry_from).unwrap_or_default();
+        let workloads: HashMap<(&str, &str), &model::Workload> = mesh
+            .workloads
+            .iter()
+            .map(|w| ((w.name.as_str(), w.namespace.as_str()), w))
+            .collect();
+
+        let mut clusters: HashMap<(String, String), Arc<Cluster>> = HashMap::new();
+        for (i, svc) in mesh.services.iter().enumerate() {
+            let cluster = compile_cluster(i, svc, &workloads, cx.settings, &carry)?;
+            clusters.insert((svc.name.clone(), svc.namespace.clone()), Arc::new(cluster));
+        }
+
+        let mut services = Vec::with_capacity(mesh.services.len());
+        for (i, svc) in mesh.services.iter().enumerate() {
+            let key = (svc.name.clone(), svc.namespace.clone());
+            let Some(own) = clusters.get(&key).cloned() else {
+                continue;
+            };
+            let resolve = |name: &str, ns: Option<&str>| -> Option<Arc<Cluster>> {
+                clusters
+                    .get(&(name.to_owned(), ns.unwrap_or(&svc.namespace).to_owned()))
+                    .cloned()
+            };
+            let mut routes = Vec::with_capacity(svc.routes.len());
+            for (k, r) in svc.routes.iter().enumerate() {
+                let name = r.name.clone().unwrap_or_else(|| format!("route-{k}"));
+                let stats = cx.metrics.route(Direction::Outbound, &svc.name, &name);
+                routes.push(Route::compile(
+                    &format!("services[{i}].routes[{k}]"),
+                    &name,
+                    r,
+                    &own,
+                    &resolve,
+                    stats,
+                )?);
+            }
+            let default = Route::fallback(
+                DEFAULT_ROUTE,
+                own.clone(),
+                cx.metrics
+                    .route(Direction::Outbound, &svc.name, DEFAULT_ROUTE),
+            );
+            services.push(Arc::new(Service {
+                name: svc.name.as_str().into(),
+                namespace: svc.namespace.as_str().into(),
+                hosts: svc.effective_hosts(&mesh.mesh.trust_domain),
+                addresses: svc.addresses.clone(),
+                protocol: svc.protocol,
+                cluster: own,
+                routes: Table::new(routes, default),
+            }));
+        }
+
+        let mut by_addr = HashMap::new();
+        let mut by_host = HashMap::new();
+        let mut catch_all = None;
+        for svc in &services {
+            for a in &svc.addresses {
+                by_addr.entry(*a).or_insert_with(|| svc.clone());
+            }
+            for h in &svc.hosts {
+                if h == "*" {
+                    catch_all.get_or_insert_with(|| svc.clone());
+                } else {
+                    by_host
+                        .entry(h.to_ascii_lowercase())
+                        .or_insert_with(|| svc.clone());
+                }
+            }
+        }
+
+        let inbound = match cx.workload {
+            None => None,
+            Some((name, namespace)) => {
+                let w = workloads.get(&(name, namespace)).ok_or_else(|| {
+                    SnapshotError::UnknownWorkload {
+                        name: name.to_owned(),
+                        namespace: namespace.to_owned(),
+                    }
+                })?;
+                w.inbound.as_ref().map(|ib| {
+                    let pool = carry
+                        .get(&(format!("inbound:{name}"), namespace.to_owned(), ib.app))
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            new_endpoint(ib.app, None, Duration::from_secs(1), cx.settings)
+                        });
+                    let cluster = Arc::new(Cluster {
+                        name: format!("inbound:{name}").into(),
+                        namespace: namespace.into(),
+                        protocol: Protocol::Auto,
+                        endpoints: EndpointSet::new(
+                            name.into(),
+                            LoadBalancer::RoundRobin,
+                            vec![pool],
+                        ),
+                    });
+                    Inbound {
+                        workload: name.into(),
+                        namespace: namespace.into(),
+                        listen: ib.listen,
+                        app: ib.app,
+                        route: Route::fallback(
+                            DEFAULT_ROUTE,
+                            cluster,
+                            cx.metrics.route(Direction::Inbound, name, DEFAULT_ROUTE),
+                        ),
+                    }
+                })
+            }
+        };
+
+        Ok(Snapshot {
+            version: cx.version.as_str().into(),
+            trust_domain: mesh.mesh.trust_domain.clone(),
+            services,
+            by_addr,
+            by_host,
+            catch_all,
+            inbound,
+        })
+    }
+
+    /// The service an original destination means, if any.
+    pub fn service_by_addr(&self, dst: SocketAddr) -> Option<&Arc<Service>> {
+        self.by_addr.get(&dst)
+    }
+
+    /// The service an authority means: `host:port` as written, then the host alone
+    /// (case-insensitive), then the `"*"` catch-all.
+    pub fn service_by_authority(&self, authority: Option<&str>) -> Option<&Arc<Service>> {
+        if let Some(a) = authority {
+            let lowered;
+            let a = if a.bytes().any(|b| b.is_ascii_uppercase()) {
+                lowered = a.to_ascii_lowercase();
+                lowered.as_str()
+            } else {
+                a
+            };
+            if let Some(s) = self.by_host.get(a) {
+                return Some(s);
+            }
+            if let Some(s) = self.by_host.get(strip_port(a)) {
+                return Some(s);
+            }
+        }
+        self.catch_all.as_ref()
+    }
+
+    /// The catch-all service, for opaque connections no address claimed.
+    pub fn catch_all(&self) -> Option<&Arc<Service>> {
+        self.catch_all.as_ref()
+    }
+}
+
+/// `host:port` → `host`; `[v6]:port` → `[v6]`; anything else unchanged.
+fn strip_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            host
+        }
+        _ => authority,
+    }
+}
+
+fn carry_from(prev: &Snapshot) -> Carry {
+    let mut carry = Carry::new();
+    let mut add = |c: &Cluster| {
+        for e in c.endpoints.endpoints() {
+            carry.insert(
+                (c.name.to_string(), c.namespace.to_string(), e.addr),
+                e.clone(),
+            );
+        }
+    };
+    for s in &prev.services {
+        add(&s.cluster);
+    }
+    if let Some(ib) = &prev.inbound {
+        for (c, _) in ib.route.backends() {
+            add(c);
+        }
+    }
+    carry
+}
+
+fn new_endpoint(
+    addr: SocketAddr,
+    workload: Option<Arc<str>>,
+    connect_timeout: Duration,
+    settings: &Settings,
+) -> Arc<Endpoint> {
+    Arc::new(Endpoint {
+        addr,
+        workload,
+        load: Load::default(),
+        pool: Arc::new(EndpointPool::new(
+            addr,
+            connect_timeout,
+            settings.h1_idle_timeout,
+            settings.h1_max_idle,
+        )),
+    })
+}
+
+fn compile_cluster(
+    i: usize,
+    svc: &model::Service,
+    workloads: &HashMap<(&str, &str), &model::Workload>,
+    settings: &Settings,
+    carry: &Carry,
+) -> Result<Cluster, SnapshotError> {
+    let connect_timeout = svc.connect_timeout.get();
+    let mut endpoints = Vec::with_capacity(svc.endpoints.len());
+    for (j, ep) in svc.endpoints.iter().enumerate() {
+        let (addr, workload) = match (&ep.workload, ep.address) {
+            (Some(w), _) => {
+                let ns = ep.namespace.as_deref().unwrap_or(&svc.namespace);
+                let listen = workloads
+                    .get(&(w.as_str(), ns))
+                    .and_then(|wl| wl.inbound.as_ref())
+                    .map(|ib| ib.listen);
+                let addr = listen.ok_or_else(|| SnapshotError::EndpointWorkload {
+                    path: format!("services[{i}].endpoints[{j}].workload"),
+                    name: w.clone(),
+                    namespace: ns.to_owned(),
+                })?;
+                (addr, Some(Arc::<str>::from(w.as_str())))
+            }
+            (None, Some(a)) => (a, None),
+            (None, None) => {
+                return Err(SnapshotError::EmptyEndpoint {
+                    path: format!("services[{i}].endpoints[{j}]"),
+                });
+            }
+        };
+        let kept = carry
+            .get(&(svc.name.clone(), svc.namespace.clone(), addr))
+            .filter(|e| e.pool.connect_timeout() == connect_timeout && e.workload == workload)
+            .cloned();
+        endpoints
+            .push(kept.unwrap_or_else(|| new_endpoint(addr, workload, connect_timeout, settings)));
+    }
+    Ok(Cluster {
+        name: svc.name.as_str().into(),
+        namespace: svc.namespace.as_str().into(),
+        protocol: svc.protocol,
+        endpoints: EndpointSet::new(svc.name.as_str().into(), svc.load_balancer, endpoints),
+    })
+}
+
+impl Service {
+    /// Picks the route for a request.
+    pub fn route(&self, req: &http::request::Parts) -> &Route {
+        self.routes.select(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("reviews:9080"), "reviews");
+        assert_eq!(strip_port("reviews"), "reviews");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("::1"), "::1");
+    }
+}

@@ -1,0 +1,125 @@
+//! The live state of one proxy: the current `Snapshot` behind `ArcSwap` (readers `load`,
+//! the config source `install`s), readiness and drain flags, the last config error, and
+//! the settings and metrics every connection shares.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::{
+    bootstrap::Settings,
+    snapshot::Snapshot,
+    telemetry::{DetectStats, Direction, LogControl, Metrics, RouteStats, TcpStats},
+};
+
+/// The addresses the listeners actually bound.
+#[derive(Clone, Copy, Debug)]
+pub struct BoundAddrs {
+    pub admin: SocketAddr,
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+}
+
+pub struct State {
+    live: ArcSwap<Snapshot>,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub logs: LogControl,
+    last_error: ArcSwapOption<String>,
+    listening: AtomicBool,
+    draining: AtomicBool,
+    bound: OnceLock<BoundAddrs>,
+    /// Counters for requests that reached no service, per direction.
+    pub unrouted_outbound: RouteStats,
+    pub unrouted_inbound: RouteStats,
+    pub tcp_outbound: TcpStats,
+    pub tcp_inbound: TcpStats,
+    pub detect: DetectStats,
+    /// Ports whose detection timeout was already logged (logged once per port).
+    timeout_ports: Mutex<HashSet<u16>>,
+}
+
+impl State {
+    pub fn new(
+        first: Snapshot,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        logs: LogControl,
+    ) -> Self {
+        let unrouted_outbound = metrics.route(Direction::Outbound, "unknown", "unknown");
+        let unrouted_inbound = metrics.route(Direction::Inbound, "unknown", "unknown");
+        State {
+            live: ArcSwap::from_pointee(first),
+            settings,
+            logs,
+            last_error: ArcSwapOption::empty(),
+            listening: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            bound: OnceLock::new(),
+            unrouted_outbound,
+            unrouted_inbound,
+            tcp_outbound: metrics.tcp(Direction::Outbound),
+            tcp_inbound: metrics.tcp(Direction::Inbound),
+            detect: DetectStats::new(&metrics),
+            timeout_ports: Mutex::new(HashSet::new()),
+            metrics,
+        }
+    }
+
+    /// The current snapshot, kept alive for as long as the caller holds it.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load_full()
+    }
+
+    /// Installs a snapshot that already passed validation; requests in flight keep theirs.
+    pub fn install(&self, next: Snapshot) {
+        self.live.store(Arc::new(next));
+        self.last_error.store(None);
+    }
+
+    /// Records a refused config; the running snapshot stays.
+    pub fn reject(&self, error: String) {
+        self.last_error.store(Some(Arc::new(error)));
+    }
+
+    pub fn last_error(&self) -> Option<Arc<String>> {
+        self.last_error.load_full()
+    }
+
+    pub fn set_listening(&self, bound: BoundAddrs) {
+        let _ = self.bound.set(bound);
+        self.listening.store(true, Ordering::Release);
+    }
+
+    pub fn bound(&self) -> Option<BoundAddrs> {
+        self.bound.get().copied()
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// True the first time a port's detection times out (the rare path; a lock is fine).
+    pub fn first_detect_timeout(&self, port: u16) -> bool {
+        self.timeout_ports
+            .lock()
+            .map(|mut s| s.insert(port))
+            .unwrap_or(false)
+    }
+
+    /// Ready: a config is applied (always, once constructed), listeners are bound, not draining.
+    pub fn is_ready(&self) -> bool {
+        self.listening.load(Ordering::Acquire) && !self.is_draining()
+    }
+}
