@@ -1,25 +1,9 @@
 //! `skiff`: the Skiff sidecar proxy's command line (`run`, `version`); nothing else.
 
-mod admin;
-mod app;
-mod balance;
-mod bootstrap;
-mod conn;
-mod detect;
-mod http;
-mod inbound;
-mod listener;
-mod outbound;
-mod resilience;
-mod route;
-mod snapshot;
-mod state;
-mod tcp;
-mod telemetry;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use skiff::{app, bootstrap};
 
 #[derive(Parser, Debug)]
 #[command(name = "skiff", version, about = "Skiff service-mesh sidecar proxy")]

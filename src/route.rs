@@ -82,15 +82,15 @@ struct Match {
 
 impl Match {
     fn matches(&self, req: &Parts) -> bool {
-        if let Some(m) = &self.method {
-            if req.method != m {
-                return false;
-            }
+        if let Some(m) = &self.method
+            && req.method != m
+        {
+            return false;
         }
-        if let Some(p) = &self.path {
-            if !p.matches(req.uri.path()) {
-                return false;
-            }
+        if let Some(p) = &self.path
+            && !p.matches(req.uri.path())
+        {
+            return false;
         }
         for (name, vm) in &self.headers {
             match req.headers.get(name) {
@@ -113,6 +113,9 @@ impl Match {
         true
     }
 }
+
+/// Finds a backend service's cluster by name and optional namespace.
+pub type ResolveBackend<'a> = dyn Fn(&str, Option<&str>) -> Option<Arc<Cluster>> + 'a;
 
 /// A route: what it matches, where it sends, its policy and its metrics.
 #[derive(Debug)]
@@ -145,7 +148,7 @@ impl Route {
         name: &str,
         spec: &model::Route,
         own: &Arc<Cluster>,
-        resolve: &dyn Fn(&str, Option<&str>) -> Option<Arc<Cluster>>,
+        resolve: &ResolveBackend<'_>,
         stats: RouteStats,
     ) -> Result<Route, CompileError> {
         let mut matches = Vec::with_capacity(spec.matches.len());

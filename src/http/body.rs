@@ -36,12 +36,11 @@ impl ProxyBody {
 
     /// Returns the upstream connection to its pool once the body is read in full.
     fn release_if_done(&mut self) {
-        if let ProxyBody::Upstream { body, checkout } = self {
-            if body.is_end_stream() {
-                if let Some(c) = checkout.take() {
-                    c.pool.put_h1(c.sender);
-                }
-            }
+        if let ProxyBody::Upstream { body, checkout } = self
+            && body.is_end_stream()
+            && let Some(c) = checkout.take()
+        {
+            c.pool.put_h1(c.sender);
         }
     }
 }

@@ -19,23 +19,22 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// Removes hop-by-hop headers and those the `Connection` header names. An upgrade keeps
 /// `Connection: upgrade` and `Upgrade`, which the next hop needs to switch protocols.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if conn.as_bytes() != b"keep-alive"
-            && conn.as_bytes() != b"close"
-            && conn.as_bytes() != b"upgrade"
-        {
-            // Rare: `Connection` names extra headers. Collect first; the map is borrowed.
-            let named: Vec<HeaderName> = headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-                .collect();
-            for n in named {
-                headers.remove(n);
-            }
+    if let Some(conn) = headers.get(header::CONNECTION)
+        && conn.as_bytes() != b"keep-alive"
+        && conn.as_bytes() != b"close"
+        && conn.as_bytes() != b"upgrade"
+    {
+        // Rare: `Connection` names extra headers. Collect first; the map is borrowed.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            headers.remove(n);
         }
     }
     headers.remove(KEEP_ALIVE);
@@ -118,14 +117,14 @@ pub fn prepare_request(
     }
     match upstream {
         Version::Http1 => {
-            if !parts.headers.contains_key(header::HOST) {
-                if let Some(a) = parts.uri.authority() {
-                    let host =
-                        HeaderValue::from_str(a.as_str()).map_err(|_| RequestError::Malformed {
-                            reason: "invalid authority",
-                        })?;
-                    parts.headers.insert(header::HOST, host);
-                }
+            if !parts.headers.contains_key(header::HOST)
+                && let Some(a) = parts.uri.authority()
+            {
+                let host =
+                    HeaderValue::from_str(a.as_str()).map_err(|_| RequestError::Malformed {
+                        reason: "invalid authority",
+                    })?;
+                parts.headers.insert(header::HOST, host);
             }
             if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
                 let pq = parts

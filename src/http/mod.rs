@@ -3,8 +3,8 @@
 //! (`respond`) that turns a proxy error into a status and an `x-skiff-reason`.
 
 mod body;
-mod forward;
-mod headers;
+pub mod forward;
+pub mod headers;
 pub mod pool;
 mod respond;
 mod server;

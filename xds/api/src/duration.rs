@@ -32,7 +32,9 @@ impl FromStr for Dur {
     type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || DurationError { input: s.to_owned() };
+        let err = || DurationError {
+            input: s.to_owned(),
+        };
         let t = s.trim();
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -61,7 +63,7 @@ impl FromStr for Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -88,11 +90,17 @@ mod tests {
 
     #[test]
     fn parses_units() {
-        assert_eq!("250ms".parse::<Dur>().unwrap().0, Duration::from_millis(250));
+        assert_eq!(
+            "250ms".parse::<Dur>().unwrap().0,
+            Duration::from_millis(250)
+        );
         assert_eq!("2s".parse::<Dur>().unwrap().0, Duration::from_secs(2));
         assert_eq!("1m".parse::<Dur>().unwrap().0, Duration::from_secs(60));
         assert_eq!("1h".parse::<Dur>().unwrap().0, Duration::from_secs(3600));
-        assert_eq!("1.5s".parse::<Dur>().unwrap().0, Duration::from_millis(1500));
+        assert_eq!(
+            "1.5s".parse::<Dur>().unwrap().0,
+            Duration::from_millis(1500)
+        );
         assert_eq!("0s".parse::<Dur>().unwrap().0, Duration::ZERO);
     }
 
