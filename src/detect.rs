@@ -166,6 +166,14 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Classifies a buffer in one go: `None` means more bytes are needed.
+pub fn classify_buf(buf: &[u8], max_head: usize) -> Option<Detected> {
+    match classify(buf, max_head) {
+        Step::Done(d) => Some(d),
+        Step::NeedMore => None,
+    }
+}
+
 /// Reads from `io` until the protocol is known or `timeout` passes.
 /// Returns what was found and every byte read.
 pub async fn detect<I: AsyncRead + Unpin>(

@@ -7,4 +7,4 @@ pub mod model;
 pub mod validate;
 
 pub use duration::Dur;
-pub use validate::{ConfigError, FieldError, load};
+pub use validate::{ConfigError, FieldError, load, summary};

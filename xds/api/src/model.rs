@@ -35,7 +35,10 @@ pub struct MeshSettings {
 
 impl Default for MeshSettings {
     fn default() -> Self {
-        MeshSettings { trust_domain: default_trust_domain(), tracing: None }
+        MeshSettings {
+            trust_domain: default_trust_domain(),
+            tracing: None,
+        }
     }
 }
 
@@ -515,6 +518,9 @@ impl Service {
 impl Workload {
     /// `spiffe://<trust-domain>/ns/<namespace>/sa/<serviceAccount>`.
     pub fn spiffe_id(&self, trust_domain: &str) -> String {
-        format!("spiffe://{trust_domain}/ns/{}/sa/{}", self.namespace, self.service_account)
+        format!(
+            "spiffe://{trust_domain}/ns/{}/sa/{}",
+            self.namespace, self.service_account
+        )
     }
 }

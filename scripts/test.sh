@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole Skiff test suite on a fresh Debian machine that has the Rust toolchain:
+# installs what the tests call (curl) when it is missing, then runs every workspace test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}" >&2
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo test --workspace --locked "$@"

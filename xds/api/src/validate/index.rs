@@ -1,0 +1,60 @@
+//! What a mesh file declares, looked up by name: services and workloads by (namespace, name)
+//! and the hosts services claim by default. Built before the walk, so a reference may point
+//! forward in the file.
+
+use std::collections::HashMap;
+
+use crate::model::{MeshFile, Workload};
+
+/// The first declaration of each name; later duplicates are errors at their own position.
+pub(super) struct MeshIndex<'a> {
+    pub(super) trust_domain: &'a str,
+    services: HashMap<(&'a str, &'a str), usize>,
+    workloads: HashMap<(&'a str, &'a str), (usize, &'a Workload)>,
+    default_hosts: HashMap<String, usize>,
+}
+
+impl<'a> MeshIndex<'a> {
+    pub(super) fn new(mesh: &'a MeshFile) -> Self {
+        let trust_domain = mesh.mesh.trust_domain.as_str();
+        let mut services = HashMap::new();
+        let mut default_hosts = HashMap::new();
+        for (i, svc) in mesh.services.iter().enumerate() {
+            services
+                .entry((svc.namespace.as_str(), svc.name.as_str()))
+                .or_insert(i);
+            if svc.hosts.is_none() {
+                for host in svc.effective_hosts(trust_domain) {
+                    default_hosts.entry(host).or_insert(i);
+                }
+            }
+        }
+        let mut workloads = HashMap::new();
+        for (i, w) in mesh.workloads.iter().enumerate() {
+            workloads
+                .entry((w.namespace.as_str(), w.name.as_str()))
+                .or_insert((i, w));
+        }
+        MeshIndex {
+            trust_domain,
+            services,
+            workloads,
+            default_hosts,
+        }
+    }
+
+    /// Index of the first service with this namespace and name.
+    pub(super) fn service(&self, namespace: &str, name: &str) -> Option<usize> {
+        self.services.get(&(namespace, name)).copied()
+    }
+
+    /// Index and declaration of the first workload with this namespace and name.
+    pub(super) fn workload(&self, namespace: &str, name: &str) -> Option<(usize, &'a Workload)> {
+        self.workloads.get(&(namespace, name)).copied()
+    }
+
+    /// The service (without `hosts`) that claims `host` by default, if any.
+    pub(super) fn default_host_owner(&self, host: &str) -> Option<usize> {
+        self.default_hosts.get(host).copied()
+    }
+}
