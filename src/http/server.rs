@@ -70,6 +70,7 @@ pub async fn serve<I, H>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
+    let max_head = state.settings.max_header_bytes;
     let svc = hyper::service::service_fn(move |req| {
         let (state, handler) = (state.clone(), handler.clone());
         async move { Ok::<_, Infallible>(handle(&state, &*handler, version, req).await) }
@@ -92,8 +93,12 @@ pub async fn serve<I, H>(
             }
         }
         Version::Http2 => {
+            // Twice the limit, so heads between the two reach `forward` and get a 431 with
+            // its reason instead of a bare stream reset from h2.
+            let header_list = u32::try_from(max_head.saturating_mul(2)).unwrap_or(u32::MAX);
             let conn = conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .max_header_list_size(header_list)
                 .initial_stream_window_size(1 << 20)
                 .initial_connection_window_size(4 << 20)
                 .adaptive_window(true)
