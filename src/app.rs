@@ -114,6 +114,20 @@ fn bind(name: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCod
 }
 
 async fn serve(args: RunArgs, mut source: StaticSource, logs: telemetry::LogControl) -> ExitCode {
+    // Handlers go in before anything can report ready: until then SIGTERM and SIGHUP would
+    // still kill the process outright.
+    let signals = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    let (mut hup, mut term, mut int) = match signals {
+        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+        _ => {
+            error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
     let settings = Settings::from_args(&args);
     let metrics = Arc::new(Metrics::new());
     let first = match source.load(&settings, &metrics, None) {
@@ -179,18 +193,6 @@ async fn serve(args: RunArgs, mut source: StaticSource, logs: telemetry::LogCont
         move |acc| conn::serve(acc, in_state.clone(), inbound_side.clone()),
     ));
 
-    let signals = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
-    let (mut hup, mut term, mut int) = match signals {
-        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
-        _ => {
-            error!("cannot install signal handlers");
-            return ExitCode::FAILURE;
-        }
-    };
     loop {
         tokio::select! {
             _ = hup.recv() => source.reload(&state),

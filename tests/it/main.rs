@@ -1,0 +1,22 @@
+//! Integration tests: the real `skiff` binary on loopback ports, with real clients in front of it
+//! and real servers behind it. `support/` spawns everything; each module tests one concern.
+
+mod support;
+
+mod admin;
+mod balance;
+mod curl;
+mod demo;
+mod drain;
+mod errors;
+mod grpc;
+mod headers;
+mod http1;
+mod http2;
+mod malformed;
+mod metrics;
+mod reload;
+mod routing;
+mod sidecars;
+mod tcp;
+mod websocket;

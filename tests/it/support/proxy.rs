@@ -1,0 +1,304 @@
+//! The real `skiff` binary under test: started in static mode on a mesh file in its own tempdir,
+//! with every listener on `127.0.0.1:0`, its addresses read from the startup line and `/ready`
+//! polled before a test gets it. Its stderr goes to a file that is printed when a test panics.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{ExitStatus, Stdio},
+    time::Duration,
+};
+
+use http::StatusCode;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+use super::{
+    STEP,
+    client::{self, Metrics, Reply},
+    eventually, within,
+};
+
+/// Time allowed for the binary to print its startup line and then report ready.
+const START: Duration = Duration::from_secs(30);
+
+/// Options for starting a proxy.
+pub struct ProxyBuilder {
+    mesh: String,
+    workload: Option<(String, String)>,
+    args: Vec<String>,
+}
+
+impl ProxyBuilder {
+    pub fn new(mesh: &str) -> ProxyBuilder {
+        ProxyBuilder {
+            mesh: mesh.to_owned(),
+            workload: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// Runs as the sidecar of `name` in `namespace` (`--workload`, `--namespace`). Default: none.
+    pub fn workload(mut self, name: &str, namespace: &str) -> Self {
+        self.workload = Some((name.to_owned(), namespace.to_owned()));
+        self
+    }
+
+    /// Adds a flag and its value, e.g. `.arg("--drain-timeout", "5s")`.
+    pub fn arg(mut self, flag: &str, value: &str) -> Self {
+        self.args.push(flag.to_owned());
+        self.args.push(value.to_owned());
+        self
+    }
+
+    pub async fn start(self) -> Proxy {
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-it-")
+            .tempdir()
+            .expect("tempdir");
+        let mesh_path = dir.path().join("mesh.yaml");
+        std::fs::write(&mesh_path, &self.mesh).expect("write mesh file");
+        let stderr_path = dir.path().join("skiff.stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        cmd.arg("run").arg("--config").arg(&mesh_path);
+        cmd.args([
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--outbound-addr",
+            "127.0.0.1:0",
+            "--inbound-addr",
+            "127.0.0.1:0",
+        ]);
+        if let Some((name, ns)) = &self.workload {
+            cmd.args(["--workload", name, "--namespace", ns]);
+        }
+        cmd.args(&self.args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn skiff");
+
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(START, lines.next_line()).await;
+        let mut proxy = Proxy {
+            child,
+            admin: unbound(),
+            outbound: unbound(),
+            inbound: unbound(),
+            stderr_path,
+            mesh_path,
+            _dir: dir,
+        };
+        let line = match first {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                let status = tokio::time::timeout(Duration::from_secs(5), proxy.child.wait()).await;
+                panic!("skiff closed stdout before its startup line (exit: {status:?})");
+            }
+            Err(_) => panic!("no startup line from skiff within {START:?}"),
+        };
+        // Keep draining stdout so a chatty binary never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+        let addrs = parse_startup_line(&line);
+        proxy.admin = addrs.admin;
+        proxy.outbound = addrs.outbound;
+        proxy.inbound = addrs.inbound;
+        proxy.wait_ready().await;
+        proxy
+    }
+}
+
+fn unbound() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+struct StartupAddrs {
+    admin: SocketAddr,
+    outbound: SocketAddr,
+    inbound: SocketAddr,
+}
+
+/// Parses `skiff listening admin=ADDR outbound=ADDR inbound=ADDR`.
+fn parse_startup_line(line: &str) -> StartupAddrs {
+    let rest = line
+        .strip_prefix("skiff listening ")
+        .unwrap_or_else(|| panic!("first stdout line is not the startup line: {line:?}"));
+    let mut admin = None;
+    let mut outbound = None;
+    let mut inbound = None;
+    for field in rest.split_whitespace() {
+        let (key, value) = field
+            .split_once('=')
+            .unwrap_or_else(|| panic!("bad field {field:?} in {line:?}"));
+        let addr: SocketAddr = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad address {value:?} in {line:?}"));
+        match key {
+            "admin" => admin = Some(addr),
+            "outbound" => outbound = Some(addr),
+            "inbound" => inbound = Some(addr),
+            other => panic!("unknown field {other:?} in {line:?}"),
+        }
+    }
+    StartupAddrs {
+        admin: admin.unwrap_or_else(|| panic!("no admin= in {line:?}")),
+        outbound: outbound.unwrap_or_else(|| panic!("no outbound= in {line:?}")),
+        inbound: inbound.unwrap_or_else(|| panic!("no inbound= in {line:?}")),
+    }
+}
+
+/// Runs `skiff version` to completion.
+pub async fn run_version() -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("version")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    within("skiff version", STEP, out)
+        .await
+        .expect("run skiff version")
+}
+
+/// A running `skiff run --config ...`; killed when dropped.
+pub struct Proxy {
+    child: Child,
+    pub admin: SocketAddr,
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    stderr_path: PathBuf,
+    mesh_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts a proxy on `mesh_yaml` with no workload and no extra flags.
+    pub async fn start(mesh_yaml: &str) -> Proxy {
+        ProxyBuilder::new(mesh_yaml).start().await
+    }
+
+    pub fn pid(&self) -> i32 {
+        let pid = self.child.id().expect("skiff has not been reaped");
+        i32::try_from(pid).expect("pids fit in i32")
+    }
+
+    /// What the proxy has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    async fn wait_ready(&self) {
+        let mut last = String::from("no attempt");
+        let ready = tokio::time::timeout(START, async {
+            loop {
+                match client::try_send_h1(self.admin, client::get("admin", "/ready")).await {
+                    Ok(r) if r.status == StatusCode::OK => return,
+                    Ok(r) => last = format!("status {}", r.status),
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+        .await;
+        if ready.is_err() {
+            panic!("skiff not ready within {START:?}; last /ready: {last}");
+        }
+    }
+
+    /// `GET path` on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        client::send_h1(self.admin, client::get("admin", path)).await
+    }
+
+    /// `/ready`'s status, or `None` when the admin listener does not answer.
+    pub async fn ready_status(&self) -> Option<StatusCode> {
+        client::try_send_h1(self.admin, client::get("admin", "/ready"))
+            .await
+            .ok()
+            .map(|r| r.status)
+    }
+
+    /// The `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        let r = self.admin_get("/metrics").await;
+        assert_eq!(r.status, StatusCode::OK, "/metrics status");
+        r.text()
+    }
+
+    /// The `/metrics` page parsed; panics when it is not valid OpenMetrics text.
+    pub async fn metric_values(&self) -> Metrics {
+        let text = self.metrics().await;
+        Metrics::parse(&text).unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"))
+    }
+
+    pub async fn config_dump(&self) -> serde_json::Value {
+        let r = self.admin_get("/config_dump").await;
+        assert_eq!(r.status, StatusCode::OK, "/config_dump status");
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("/config_dump is not JSON: {e}: {}", r.text()))
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGHUP`) to the proxy process.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) only takes plain integers; the pid is our own un-reaped child.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {sig}): {}",
+            self.pid(),
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Replaces the mesh file (atomically, by rename) without signalling.
+    pub fn rewrite_mesh(&self, yaml: &str) {
+        let tmp = self.mesh_path.with_extension("yaml.new");
+        std::fs::write(&tmp, yaml).expect("write new mesh file");
+        std::fs::rename(&tmp, &self.mesh_path).expect("replace mesh file");
+    }
+
+    /// Rewrites the mesh file, sends SIGHUP, and waits until `/config_dump` shows a version other
+    /// than the one before.
+    pub async fn reload(&self, yaml: &str) {
+        let before = self.config_dump().await["version"].clone();
+        self.rewrite_mesh(yaml);
+        self.signal(libc::SIGHUP);
+        eventually("config_dump version changes after SIGHUP", STEP, || async {
+            self.config_dump().await["version"] != before
+        })
+        .await;
+    }
+
+    /// The exit status if the process has already exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("poll skiff's exit status")
+    }
+
+    /// Waits for the process to exit; panics at the deadline.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        within("skiff exit", timeout, self.child.wait())
+            .await
+            .expect("wait for skiff")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- skiff (admin={} outbound={} inbound={}) stderr ----\n{}\n---- end of skiff stderr ----",
+                self.admin,
+                self.outbound,
+                self.inbound,
+                self.stderr()
+            );
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `demo::start` failing early, without a real proxy: a missing binary, a binary that exits
+//! at once, and one that never prints the startup line.
+
+use std::time::Duration;
+
+use super::*;
+
+fn opts(bin: &str, dir: &Path) -> DemoOptions {
+    DemoOptions {
+        skiff_bin: PathBuf::from(bin),
+        dir: Some(dir.to_owned()),
+        outbound_port: 0,
+        admin_port: 0,
+        ready_timeout: Duration::from_secs(5),
+        ..DemoOptions::default()
+    }
+}
+
+fn sidecar_error(err: &anyhow::Error) -> &SidecarError {
+    err.downcast_ref::<SidecarError>()
+        .unwrap_or_else(|| panic!("not a sidecar error: {err:#}"))
+}
+
+#[tokio::test]
+async fn missing_binary_says_what_to_build() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = start(opts("/nonexistent/skiff", dir.path()))
+        .await
+        .err()
+        .expect("no binary, no demo");
+    assert!(
+        matches!(sidecar_error(&err), SidecarError::BinaryNotFound { .. }),
+        "{err:#}"
+    );
+    assert!(err.to_string().contains("cargo build --release"), "{err:#}");
+    // The mesh file was written and validated before any sidecar was started.
+    let mesh = std::fs::read_to_string(dir.path().join("mesh.yaml")).expect("mesh file written");
+    skiff_api::load(&mesh).expect("the written mesh validates");
+    assert!(dir.path().join("demo.proto").is_file());
+}
+
+#[tokio::test]
+async fn a_sidecar_that_exits_is_reported_with_its_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = start(opts("/bin/false", dir.path()))
+        .await
+        .err()
+        .expect("false never listens");
+    match sidecar_error(&err) {
+        SidecarError::Exited { status, log, .. } => {
+            assert_eq!(status.code(), Some(1));
+            assert!(log.starts_with(dir.path()), "{}", log.display());
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_silent_sidecar_times_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A script that ignores its arguments and never prints the startup line.
+    let script = dir.path().join("silent-skiff");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").expect("write script");
+    let mut perms = std::fs::metadata(&script).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+
+    let mut o = opts(script.to_str().expect("utf-8 path"), dir.path());
+    o.ready_timeout = Duration::from_millis(500);
+    let err = start(o).await.err().expect("silent sidecar");
+    assert!(
+        matches!(sidecar_error(&err), SidecarError::NoStartupLine { .. }),
+        "{err:#}"
+    );
+}

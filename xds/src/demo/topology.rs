@@ -1,0 +1,207 @@
+//! The demo mesh itself: which workloads run which app, the services and routes between
+//! them, and the mesh file written with the real loopback ports. Knows nothing of processes;
+//! `sidecar` starts them.
+
+use std::{
+    fmt::Write as _,
+    io,
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+};
+
+/// Which demo app runs behind a workload's sidecar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppKind {
+    /// `spawn_http_app(app, version)`.
+    Http,
+    /// `spawn_grpc_echo(name)`.
+    GrpcEcho,
+}
+
+/// One workload of the demo mesh: a demo app and the sidecar in front of it.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkloadSpec {
+    /// Workload name, also the app's `x-served-by` (`reviews-v2`).
+    pub name: &'static str,
+    pub app: &'static str,
+    pub version: &'static str,
+    pub kind: AppKind,
+}
+
+/// The workload whose sidecar's outbound listener the user points curl at.
+pub const CLIENT: &str = "client";
+
+/// Every workload of the demo, the client first.
+pub const WORKLOADS: [WorkloadSpec; 5] = [
+    WorkloadSpec {
+        name: CLIENT,
+        app: "client",
+        version: "v1",
+        kind: AppKind::Http,
+    },
+    WorkloadSpec {
+        name: "web-v1",
+        app: "web",
+        version: "v1",
+        kind: AppKind::Http,
+    },
+    WorkloadSpec {
+        name: "reviews-v1",
+        app: "reviews",
+        version: "v1",
+        kind: AppKind::Http,
+    },
+    WorkloadSpec {
+        name: "reviews-v2",
+        app: "reviews",
+        version: "v2",
+        kind: AppKind::Http,
+    },
+    WorkloadSpec {
+        name: "echo-v1",
+        app: "echo",
+        version: "v1",
+        kind: AppKind::GrpcEcho,
+    },
+];
+
+/// A workload with its addresses: where its sidecar listens inbound and where its app is.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    pub spec: WorkloadSpec,
+    pub listen: SocketAddr,
+    pub app: SocketAddr,
+}
+
+/// Picks `n` distinct free loopback ports by binding `127.0.0.1:0` and letting go.
+///
+/// Another process could take a port between this and the sidecar binding it; for a demo on
+/// loopback that window is acceptable, and the sidecar then fails loudly instead of silently.
+pub fn reserve_ports(n: usize) -> io::Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<io::Result<Vec<_>>>()?;
+    held.iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+/// The mesh file for `placements`, with comments, as written to the demo directory.
+pub fn render(placements: &[Placement]) -> String {
+    let mut out = String::from(HEADER);
+    out.push_str(SERVICES);
+    out.push_str("workloads:\n");
+    for p in placements {
+        let WorkloadSpec {
+            name, app, version, ..
+        } = p.spec;
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "  - name: {name}\n    namespace: default\n    serviceAccount: {app}\n    \
+             labels: {{ app: {app}, version: {version} }}\n    \
+             inbound: {{ listen: \"{}\", app: \"{}\" }}\n",
+            p.listen, p.app
+        );
+    }
+    out
+}
+
+const HEADER: &str = "\
+# Skiff demo mesh, written by `skiff-xds demo` with this run's loopback ports.
+# Each workload runs a demo app (at `inbound.app`) and a sidecar started as
+#   skiff run --config <this file> --workload <name> --namespace default
+# which listens for mesh traffic at `inbound.listen`. Edit this file, then send the
+# sidecars SIGHUP (the demo prints the command) to reload it without a restart.
+mesh:
+  trustDomain: cluster.local
+";
+
+const SERVICES: &str = "\
+services:
+  # `curl -H 'Host: web' http://<client outbound>/`
+  - name: web
+    namespace: default
+    endpoints:
+      - workload: web-v1
+    routes:
+      - name: slow
+        matches:
+          - path: { type: PathPrefix, value: /delay }
+        timeouts: { request: 1s }              # /delay?ms=2000 answers 504 `timeout`
+      - name: default
+        retry: { attempts: 3, retryOn: [5xx, reset, connect-failure] }   # /status/503 is tried 3 times
+  # Half of the requests go to reviews-v1, half to reviews-v2 (see `x-served-by`).
+  - name: reviews
+    namespace: default
+    endpoints:
+      - workload: reviews-v1
+      - workload: reviews-v2
+    routes:
+      - name: split
+        backendRefs:
+          - { service: reviews-v1, weight: 50 }
+          - { service: reviews-v2, weight: 50 }
+  - name: reviews-v1
+    namespace: default
+    endpoints:
+      - workload: reviews-v1
+  - name: reviews-v2
+    namespace: default
+    endpoints:
+      - workload: reviews-v2
+  # gRPC: skiff.demo.v1.Echo (demo.proto sits next to this file).
+  - name: echo
+    namespace: default
+    protocol: grpc
+    endpoints:
+      - workload: echo-v1
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placements() -> Vec<Placement> {
+        WORKLOADS
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| Placement {
+                spec: *spec,
+                listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 20000 + i as u16)),
+                app: SocketAddr::from((Ipv4Addr::LOCALHOST, 30000 + i as u16)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rendered_mesh_is_valid_and_complete() {
+        let mesh = skiff_api::load(&render(&placements())).expect("the demo mesh validates");
+        let names: Vec<_> = mesh.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["web", "reviews", "reviews-v1", "reviews-v2", "echo"]
+        );
+        assert_eq!(mesh.workloads.len(), WORKLOADS.len());
+        let reviews_v2 = mesh
+            .workloads
+            .iter()
+            .find(|w| w.name == "reviews-v2")
+            .expect("reviews-v2 workload");
+        let inbound = reviews_v2.inbound.as_ref().expect("inbound");
+        assert_eq!(inbound.listen.port(), 20003);
+        assert_eq!(inbound.app.port(), 30003);
+        let split = &mesh.services[1].routes[0].backend_refs;
+        assert_eq!(split.iter().map(|b| b.weight).sum::<u32>(), 100);
+        assert_eq!(mesh.services[4].protocol, skiff_api::model::Protocol::Grpc);
+    }
+
+    #[test]
+    fn reserved_ports_are_distinct() {
+        let ports = reserve_ports(8).expect("loopback ports");
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 8);
+        assert!(ports.iter().all(|p| *p != 0));
+    }
+}
