@@ -158,7 +158,7 @@ pub(crate) struct Launch<'a> {
     pub log: PathBuf,
 }
 
-/// A running sidecar process; killed if dropped without `stop`.
+/// A running sidecar process; SIGKILLed if dropped before it exits (`kill_on_drop`).
 pub(crate) struct Sidecar {
     pub info: SidecarInfo,
     child: Child,
