@@ -25,7 +25,9 @@ fn settings() -> Settings {
 
 /// A mesh with one service holding `n` routes; only the last one matches `/api/items`.
 fn mesh_with_routes(n: usize) -> String {
-    let mut y = String::from("services:\n  - name: reviews\n    endpoints: [ { address: 127.0.0.1:9 } ]\n    routes:\n");
+    let mut y = String::from(
+        "services:\n  - name: reviews\n    endpoints: [ { address: 127.0.0.1:9 } ]\n    routes:\n",
+    );
     for i in 0..n - 1 {
         y.push_str(&format!(
             "      - name: r{i}\n        matches: [ {{ path: {{ type: PathPrefix, value: /p{i} }}, method: GET, headers: [ {{ name: x-r, value: \"{i}\" }} ] }} ]\n"
@@ -39,16 +41,29 @@ fn route_select(c: &mut Criterion) {
     let mesh = skiff_api::load(&mesh_with_routes(50)).expect("valid bench mesh");
     let metrics = Metrics::new();
     let settings = settings();
-    let cx = CompileContext { settings: &settings, metrics: &metrics, workload: None, version: "bench".into() };
+    let cx = CompileContext {
+        settings: &settings,
+        metrics: &metrics,
+        workload: None,
+        version: "bench".into(),
+    };
     let snap = Snapshot::compile(&mesh, &cx, None).expect("bench mesh compiles");
-    let (parts, ()) = http::Request::get("/api/items").header("host", "reviews").body(()).expect("static request").into_parts();
+    let (parts, ()) = http::Request::get("/api/items")
+        .header("host", "reviews")
+        .body(())
+        .expect("static request")
+        .into_parts();
     c.bench_function("route/select-50-last-matches", |b| {
         b.iter(|| {
             let svc = snap.service_by_authority(Some("reviews")).expect("service");
             black_box(svc.route(black_box(&parts)).name.len())
         })
     });
-    let (first, ()) = http::Request::get("/p0/x").header("x-r", "0").body(()).expect("static request").into_parts();
+    let (first, ()) = http::Request::get("/p0/x")
+        .header("x-r", "0")
+        .body(())
+        .expect("static request")
+        .into_parts();
     c.bench_function("route/select-50-first-matches", |b| {
         b.iter(|| black_box(snap.services[0].route(black_box(&first)).name.len()))
     });
@@ -57,9 +72,15 @@ fn route_select(c: &mut Criterion) {
 fn detection(c: &mut Criterion) {
     let h1 = b"GET /api/items?x=1 HTTP/1.1\r\nHost: reviews:9080\r\nUser-Agent: bench\r\nAccept: */*\r\nX-Request-Id: 0123456789\r\n\r\n";
     let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00";
-    c.bench_function("detect/http1-head", |b| b.iter(|| detect::classify_buf(black_box(h1), 65536)));
-    c.bench_function("detect/http2-preface", |b| b.iter(|| detect::classify_buf(black_box(h2), 65536)));
-    c.bench_function("detect/opaque", |b| b.iter(|| detect::classify_buf(black_box(b"\x00\x01\x02binary"), 65536)));
+    c.bench_function("detect/http1-head", |b| {
+        b.iter(|| detect::classify_buf(black_box(h1), 65536))
+    });
+    c.bench_function("detect/http2-preface", |b| {
+        b.iter(|| detect::classify_buf(black_box(h2), 65536))
+    });
+    c.bench_function("detect/opaque", |b| {
+        b.iter(|| detect::classify_buf(black_box(b"\x00\x01\x02binary"), 65536))
+    });
 }
 
 fn header_hygiene(c: &mut Criterion) {
