@@ -32,10 +32,15 @@ pub fn run(args: RunArgs) -> ExitCode {
         error!("no config source: pass --config mesh.yaml (or SKIFF_CONFIG)");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One CPU (a pinned or 1-core sidecar, the common case) runs best on a single thread:
+    // no cross-thread wakeups or work stealing. More CPUs get one worker each.
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the runtime");
