@@ -4,6 +4,8 @@
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
+use std::hash::Hasher;
+
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
@@ -13,7 +15,7 @@ use crate::{
     conn, inbound,
     listener::{self, DrainControl},
     outbound,
-    snapshot::{CompileContext, Snapshot},
+    snapshot::{CompileContext, Fnv1a, Snapshot},
     state::{BoundAddrs, State},
     telemetry::{self, Metrics, ReloadResult},
 };
@@ -82,7 +84,11 @@ impl StaticSource {
                 .workload
                 .as_deref()
                 .map(|w| (w, self.namespace.as_str())),
-            version: format!("{}-{:016x}", self.generation, fnv1a(text.as_bytes())),
+            version: format!("{}-{:016x}", self.generation, {
+                let mut h = Fnv1a::default();
+                h.write(text.as_bytes());
+                h.finish()
+            }),
         };
         Snapshot::compile(&mesh, &cx, prev).map_err(|e| e.to_string())
     }
@@ -102,13 +108,6 @@ impl StaticSource {
             }
         }
     }
-}
-
-/// FNV-1a, to show in the version whether two loads read the same bytes.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn bind(name: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCode> {

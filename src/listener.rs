@@ -56,8 +56,15 @@ pub struct Drain {
 impl Drain {
     /// Resolves once drain has begun; never, if the process ends another way.
     pub async fn signaled(&mut self) {
-        if self.rx.wait_for(|d| *d).await.is_err() {
-            std::future::pending::<()>().await;
+        // Polled on every wake-up of a connection: only `changed()` is re-polled while
+        // waiting, which is a version check and an already-registered notification.
+        loop {
+            if *self.rx.borrow_and_update() {
+                return;
+            }
+            if self.rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 }

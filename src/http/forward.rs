@@ -78,7 +78,9 @@ async fn send(
     let req = Request::from_parts(parts, body);
     let pool = &pick.endpoint.pool;
     match upstream {
-        Version::Http1 if upgrade => send_upgrade(req, pool, client_upgrade).await,
+        // Rare paths are boxed: inline they would grow every request's future (and each
+        // HTTP/2 stream task hyper spawns copies that future).
+        Version::Http1 if upgrade => Box::pin(send_upgrade(req, pool, client_upgrade)).await,
         Version::Http1 => send_h1(req, pool).await,
         Version::Http2 => send_h2(req, pool).await,
     }
@@ -97,7 +99,7 @@ async fn send_h1(
     loop {
         let (mut sender, reused) = match pool.take_h1() {
             Some(s) => (s, true),
-            None => (pool.connect_h1(false).await?, false),
+            None => (Box::pin(pool.connect_h1(false)).await?, false),
         };
         match sender.try_send_request(req).await {
             Ok(rsp) => {

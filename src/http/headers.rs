@@ -16,41 +16,67 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The hop-by-hop headers, as bits of a presence mask.
+const HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::UPGRADE,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+];
+const CONNECTION_BIT: u8 = 1 << 0;
+const TE_BIT: u8 = 1 << 2;
+
 /// Removes hop-by-hop headers and those the `Connection` header names. An upgrade keeps
 /// `Connection: upgrade` and `Upgrade`, which the next hop needs to switch protocols.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = headers.get(header::CONNECTION)
-        && conn.as_bytes() != b"keep-alive"
-        && conn.as_bytes() != b"close"
-        && conn.as_bytes() != b"upgrade"
-    {
-        // Rare: `Connection` names extra headers. Collect first; the map is borrowed.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-            .collect();
-        for n in named {
-            headers.remove(n);
+    // One pass of cheap name comparisons: most messages carry at most `Connection`, and a
+    // removal costs a hash and a probe per name, so only present names are removed.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
         }
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    if let Some(te) = headers.get(header::TE) {
-        // `te: trailers` is end to end in practice: gRPC requires it on HTTP/2.
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(header::TE);
+    if present & CONNECTION_BIT != 0 {
+        let named_extra = headers.get_all(header::CONNECTION).iter().any(|v| {
+            let v = v.as_bytes();
+            !(v.eq_ignore_ascii_case(b"keep-alive")
+                || v.eq_ignore_ascii_case(b"close")
+                || v.eq_ignore_ascii_case(b"upgrade"))
+        });
+        if named_extra {
+            // Rare: `Connection` names extra headers. Collect first; the map is borrowed.
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+                .collect();
+            for n in named {
+                headers.remove(n);
+            }
         }
+    }
+    // `te: trailers` is end to end in practice: gRPC requires it on HTTP/2.
+    if present & TE_BIT != 0
+        && headers
+            .get(header::TE)
+            .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        present &= !TE_BIT;
     }
     if keep_upgrade {
+        present &= !(CONNECTION_BIT | 1 << 3);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
+    }
+    for (i, name) in HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 

@@ -83,29 +83,34 @@ impl EndpointPool {
         }
     }
 
-    /// An idle HTTP/1.1 connection ready for a request, if one is pooled.
+    /// An idle HTTP/1.1 connection ready for a request, if one is pooled. The stack is in
+    /// return order, so once the newest entry has expired every older one has too.
     pub fn take_h1(&self) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
+            if entry.since.elapsed() >= self.idle_timeout {
+                idle.clear();
+                return None;
+            }
+            if entry.sender.is_ready() {
                 return Some(entry.sender);
             }
         }
         None
     }
 
-    /// Returns a connection whose last response has been read in full.
+    /// Returns a connection whose last response has been read in full. Past `max_idle` the
+    /// connection is closed instead.
     pub fn put_h1(&self, sender: http1::SendRequest<UpstreamBody>) {
         if !sender.is_ready() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
-            let now = Instant::now();
-            idle.retain(|e| {
-                now.duration_since(e.since) < self.idle_timeout && !e.sender.is_closed()
-            });
             if idle.len() < self.max_idle {
-                idle.push(Idle { sender, since: now });
+                idle.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
             }
         }
     }
@@ -140,6 +145,11 @@ impl EndpointPool {
         if let Some(s) = self.live_h2() {
             return Ok(s);
         }
+        Box::pin(self.connect_h2()).await
+    }
+
+    /// Opens the HTTP/2 connection; one caller at a time, the others then share it.
+    async fn connect_h2(&self) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
         let _connecting = self.h2_connecting.lock().await;
         if let Some(s) = self.live_h2() {
             return Ok(s);

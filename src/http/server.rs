@@ -73,7 +73,9 @@ pub async fn serve<I, H>(
     let max_head = state.settings.max_header_bytes;
     let svc = hyper::service::service_fn(move |req| {
         let (state, handler) = (state.clone(), handler.clone());
-        async move { Ok::<_, Infallible>(handle(&state, &*handler, version, req).await) }
+        // Boxed once here: the request future is several KiB, and hyper would otherwise
+        // copy it into every HTTP/2 stream task it spawns.
+        Box::pin(async move { Ok::<_, Infallible>(handle(&state, &*handler, version, req).await) })
     });
     let io = TokioIo::new(io);
     let result = match version {
