@@ -241,10 +241,10 @@ impl Snapshot {
                     return Some(s);
                 }
                 let host = strip_port(a);
-                if host.len() != a.len() {
-                    if let Some(s) = self.by_host.get(host) {
-                        return Some(s);
-                    }
+                if host.len() != a.len()
+                    && let Some(s) = self.by_host.get(host)
+                {
+                    return Some(s);
                 }
             }
         }

@@ -105,13 +105,13 @@ impl EndpointPool {
         if !sender.is_ready() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < self.max_idle {
-                idle.push(Idle {
-                    sender,
-                    since: Instant::now(),
-                });
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
 
