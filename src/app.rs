@@ -164,7 +164,13 @@ async fn serve(args: RunArgs, mut source: StaticSource, logs: telemetry::LogCont
         inbound: local(&inbound_l, inbound_addr),
     };
     state.set_listening(bound);
-    info!(version = %state.snapshot().version, "config applied");
+    info!(
+        version = %state.snapshot().version,
+        admin = %bound.admin,
+        outbound = %bound.outbound,
+        inbound = %bound.inbound,
+        "config applied; listening"
+    );
     {
         // Tests and scripts read this line to learn ports chosen with :0.
         let mut out = std::io::stdout().lock();

@@ -5,10 +5,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info};
 
 use crate::{
@@ -119,14 +116,12 @@ pub async fn serve<S: Side>(acc: Accepted, state: Arc<State>, side: Arc<S>) {
             let target = side.opaque_target(&state.snapshot(), dst);
             match target {
                 Some(cluster) => {
-                    crate::tcp::forward(
-                        Prefixed::new(prefix, stream),
-                        &cluster.endpoints,
-                        side.tcp_stats(&state),
-                    )
-                    .await;
+                    crate::tcp::forward(Prefixed::new(prefix, stream), &cluster.endpoints).await;
                 }
-                None => debug!(%dst, "no service takes this opaque connection; closed"),
+                None => {
+                    side.tcp_stats(&state).unrouted.inc();
+                    debug!(%dst, "no service takes this opaque connection; closed");
+                }
             }
         }
     }
@@ -135,7 +130,7 @@ pub async fn serve<S: Side>(acc: Accepted, state: Arc<State>, side: Arc<S>) {
 /// Answers a request the proxy will not parse further, then closes the connection gently:
 /// the rest of what the client sent is read (bounded) so the close does not turn into a
 /// reset that could destroy the response in flight.
-async fn refuse(mut stream: TcpStream, err: ProxyError) {
+async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(mut stream: I, err: ProxyError) {
     debug!(error = %err, "request refused before parsing");
     let head = http::raw_response(&err);
     if stream.write_all(&head).await.is_err() {

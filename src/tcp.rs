@@ -1,15 +1,16 @@
 //! Opaque L4 forwarding: connect to an endpoint and copy bytes both ways, passing a
 //! half-close through (one side's FIN becomes a shutdown of the other's write side).
+//! Bytes are counted on the accepted side, by `listener`.
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use crate::{balance::EndpointSet, telemetry::TcpStats};
+use crate::balance::EndpointSet;
 
 /// Forwards `client` to an endpoint of `endpoints` until both directions are closed.
-pub async fn forward<I>(mut client: I, endpoints: &EndpointSet, stats: &TcpStats)
+pub async fn forward<I>(mut client: I, endpoints: &EndpointSet)
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -32,8 +33,7 @@ where
     pick.observe();
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((from_client, from_upstream)) => {
-            stats.read.inc_by(from_client);
-            stats.write.inc_by(from_upstream);
+            debug!(from_client, from_upstream, "opaque connection closed");
         }
         Err(e) => debug!(error = %e, "opaque connection ended with an error"),
     }

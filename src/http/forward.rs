@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, request::Parts};
+use http_body::Body;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use skiff_api::model::Protocol;
@@ -11,7 +12,7 @@ use skiff_api::model::Protocol;
 use super::{
     ProxyBody, ProxyError, RequestError, UpstreamError, Version,
     headers::{self, prepare_request, prepare_response, request_head_size},
-    pool::{Checkout, EndpointPool, UpstreamBody},
+    pool::{Checkout, EndpointPool, H2Conn, UpstreamBody},
 };
 use crate::{balance::Pick, resilience, route::Route};
 
@@ -75,7 +76,7 @@ async fn send(
         None
     };
     prepare_request(&mut parts, upstream, upgrade)?;
-    let req = Request::from_parts(parts, body);
+    let req = Request::from_parts(parts, UpstreamBody::Streaming(body));
     let pool = &pick.endpoint.pool;
     match upstream {
         // Rare paths are boxed: inline they would grow every request's future (and each
@@ -124,22 +125,63 @@ async fn send_h2(
     mut req: Request<UpstreamBody>,
     pool: &Arc<EndpointPool>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    // A request without a body can go again as it is when the server provably did not
+    // process it (a GOAWAY or REFUSED_STREAM race); one with a body streams once.
+    let replay = req.body().is_end_stream().then(|| clone_head(&req));
     let mut fresh = false;
     loop {
-        let mut sender = pool.h2().await?;
+        let H2Conn {
+            generation,
+            mut sender,
+        } = pool.h2().await?;
         match sender.try_send_request(req).await {
             Ok(rsp) => return Ok(into_proxy(rsp, None)),
-            Err(mut e) => match e.take_message() {
-                // The connection went away (GOAWAY, close) before the request left: reconnect once.
-                Some(r) if !fresh => {
-                    pool.discard_h2();
-                    fresh = true;
-                    req = r;
+            Err(mut e) => {
+                let again = match e.take_message() {
+                    Some(r) => Some(r),
+                    None if is_unprocessed(e.error()) => replay
+                        .as_ref()
+                        .map(|p| Request::from_parts(p.clone(), UpstreamBody::Empty)),
+                    None => None,
+                };
+                match again {
+                    // The connection went away before the request was processed: once more,
+                    // on a new connection.
+                    Some(r) if !fresh => {
+                        pool.discard_h2(generation);
+                        fresh = true;
+                        req = r;
+                    }
+                    _ => return Err(UpstreamError::Http(e.into_error()).into()),
                 }
-                _ => return Err(UpstreamError::Http(e.into_error()).into()),
-            },
+            }
         }
     }
+}
+
+/// The head of a request, to send it again without a body.
+fn clone_head(req: &Request<UpstreamBody>) -> Parts {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    *head.extensions_mut() = req.extensions().clone();
+    head.into_parts().0
+}
+
+/// True when the server provably did not process the request (RFC 9113 §8.7): its stream was
+/// refused, or lay above the last stream id of the server's GOAWAY.
+fn is_unprocessed(err: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote());
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// An HTTP/1.1 protocol switch: the request goes on a connection of its own and, on

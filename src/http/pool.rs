@@ -3,10 +3,14 @@
 
 use std::{
     net::SocketAddr,
+    pin::Pin,
     sync::{Arc, Mutex},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
@@ -16,8 +20,48 @@ use tokio::net::TcpStream;
 
 use super::UpstreamError;
 
-/// Request bodies sent upstream.
-pub type UpstreamBody = Incoming;
+/// A request body sent upstream: the client's, streamed, or none (a request replayed on a
+/// new connection because the server provably did not process it).
+pub enum UpstreamBody {
+    Streaming(Incoming),
+    Empty,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Streaming(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Streaming(b) => b.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Streaming(b) => b.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// One HTTP/2 connection, numbered so that a request failing on an old connection does not
+/// discard a newer one.
+pub struct H2Conn {
+    pub generation: u64,
+    pub sender: http2::SendRequest<UpstreamBody>,
+}
 
 struct Idle {
     sender: http1::SendRequest<UpstreamBody>,
@@ -32,7 +76,8 @@ pub struct EndpointPool {
     idle_timeout: Duration,
     max_idle: usize,
     idle: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
+    h2: Mutex<Option<(u64, http2::SendRequest<UpstreamBody>)>>,
+    h2_generation: std::sync::atomic::AtomicU64,
     /// Serialises h2 connects so a burst of requests opens one connection, not many.
     h2_connecting: tokio::sync::Mutex<()>,
 }
@@ -59,6 +104,7 @@ impl EndpointPool {
             max_idle,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            h2_generation: std::sync::atomic::AtomicU64::new(0),
             h2_connecting: tokio::sync::Mutex::new(()),
         }
     }
@@ -141,18 +187,18 @@ impl EndpointPool {
     }
 
     /// The endpoint's HTTP/2 connection, opened if there is none or the last one closed.
-    pub async fn h2(&self) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
-        if let Some(s) = self.live_h2() {
-            return Ok(s);
+    pub async fn h2(&self) -> Result<H2Conn, UpstreamError> {
+        if let Some(c) = self.live_h2() {
+            return Ok(c);
         }
         Box::pin(self.connect_h2()).await
     }
 
     /// Opens the HTTP/2 connection; one caller at a time, the others then share it.
-    async fn connect_h2(&self) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
+    async fn connect_h2(&self) -> Result<H2Conn, UpstreamError> {
         let _connecting = self.h2_connecting.lock().await;
-        if let Some(s) = self.live_h2() {
-            return Ok(s);
+        if let Some(c) = self.live_h2() {
+            return Ok(c);
         }
         let tcp = self.connect_tcp().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -171,16 +217,23 @@ impl EndpointPool {
                 tracing::debug!(%addr, error = %e, "upstream http/2 connection ended");
             }
         });
+        let generation = self
+            .h2_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         if let Ok(mut slot) = self.h2.lock() {
-            *slot = Some(sender.clone());
+            *slot = Some((generation, sender.clone()));
         }
-        Ok(sender)
+        Ok(H2Conn { generation, sender })
     }
 
-    fn live_h2(&self) -> Option<http2::SendRequest<UpstreamBody>> {
+    fn live_h2(&self) -> Option<H2Conn> {
         let mut slot = self.h2.lock().ok()?;
         match slot.as_ref() {
-            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some((generation, s)) if !s.is_closed() => Some(H2Conn {
+                generation: *generation,
+                sender: s.clone(),
+            }),
             Some(_) => {
                 *slot = None;
                 None
@@ -189,9 +242,12 @@ impl EndpointPool {
         }
     }
 
-    /// Forgets the h2 connection (after it refused a request), so the next request reconnects.
-    pub fn discard_h2(&self) {
-        if let Ok(mut slot) = self.h2.lock() {
+    /// Forgets HTTP/2 connection `generation` (it refused a request, e.g. after GOAWAY) so the
+    /// next request reconnects; a newer connection already in its place stays.
+    pub fn discard_h2(&self, generation: u64) {
+        if let Ok(mut slot) = self.h2.lock()
+            && slot.as_ref().is_some_and(|(g, _)| *g == generation)
+        {
             *slot = None;
         }
     }

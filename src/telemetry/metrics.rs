@@ -127,6 +127,7 @@ pub struct Metrics {
     tcp_open: Family<DirectionLabels, Gauge>,
     tcp_total: Family<DirectionLabels, Counter>,
     tcp_bytes: Family<IoLabels, Counter>,
+    tcp_unrouted: Family<DirectionLabels, Counter>,
     detect: Family<OutcomeLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
 }
@@ -142,6 +143,7 @@ impl Metrics {
         let tcp_open = Family::<DirectionLabels, Gauge>::default();
         let tcp_total = Family::<DirectionLabels, Counter>::default();
         let tcp_bytes = Family::<IoLabels, Counter>::default();
+        let tcp_unrouted = Family::<DirectionLabels, Counter>::default();
         let detect = Family::<OutcomeLabels, Counter>::default();
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -172,7 +174,16 @@ impl Metrics {
             "Accepted TCP connections",
             tcp_total.clone(),
         );
-        registry.register("skiff_tcp_bytes", "Bytes proxied", tcp_bytes.clone());
+        registry.register(
+            "skiff_tcp_bytes",
+            "Bytes read from and written to accepted connections",
+            tcp_bytes.clone(),
+        );
+        registry.register(
+            "skiff_tcp_unrouted_connections",
+            "Opaque connections closed because no service takes their destination",
+            tcp_unrouted.clone(),
+        );
         registry.register(
             "skiff_detect",
             "Protocol detection outcomes",
@@ -191,6 +202,7 @@ impl Metrics {
             tcp_open,
             tcp_total,
             tcp_bytes,
+            tcp_unrouted,
             detect,
             reloads,
         }
@@ -240,6 +252,7 @@ impl Metrics {
                 direction,
                 io: Io::Write,
             }),
+            unrouted: self.tcp_unrouted.get_or_create_owned(&d),
         }
     }
 
@@ -313,4 +326,5 @@ pub struct TcpStats {
     pub total: Counter,
     pub read: Counter,
     pub write: Counter,
+    pub unrouted: Counter,
 }

@@ -107,3 +107,37 @@ async fn auto_protocol_speaks_upstream_what_the_client_spoke() {
     );
     assert_eq!(h2.text(), "web-1 GET /h2");
 }
+
+#[tokio::test]
+async fn upstream_goaway_opens_a_new_connection_without_failing_requests() {
+    let up = crate::support::upstream::GoAwayUpstream::start().await;
+    let proxy = Proxy::start(&format!(
+        "services:\n  - name: web\n    protocol: http2\n    endpoints: [ {{ address: \"{}\" }} ]\n",
+        up.addr()
+    ))
+    .await;
+    const REQUESTS: usize = 20;
+    // Rounds of concurrent requests: some are in flight on a connection when its GOAWAY
+    // arrives, so both "reconnect before sending" and "not yet sent" paths are exercised.
+    for round in 0..REQUESTS / 4 {
+        let calls = (0..4)
+            .map(|i| client::send_h1(proxy.outbound, client::get("web", &format!("/{round}/{i}"))));
+        for (i, r) in futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "round {round} request {i} around a GOAWAY: {r:?}"
+            );
+            assert_eq!(r.text(), "ok");
+        }
+    }
+    assert!(
+        up.connections() >= REQUESTS / 4,
+        "GOAWAY after every request must make the proxy reconnect: {} connections for {REQUESTS} requests",
+        up.connections()
+    );
+}

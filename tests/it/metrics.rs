@@ -217,3 +217,50 @@ async fn detection_outcomes_counted_per_protocol() {
     let inbound = m.sum("skiff_requests_total", &[("direction", "inbound")]);
     assert_eq!(inbound, 0.0, "outbound traffic is not counted as inbound");
 }
+
+#[tokio::test]
+async fn http_bytes_and_unrouted_opaque_connections_are_counted() {
+    let web = HttpUpstream::start("web").await;
+    // No catch-all: opaque bytes have nowhere to go.
+    let mesh = format!(
+        "services:\n  - name: web\n    endpoints: [{{ address: \"{}\" }}]\n",
+        web.addr()
+    );
+    let proxy = Proxy::start(&mesh).await;
+    let out = [("direction", "outbound")];
+    let read_labels = [("direction", "outbound"), ("io", "read")];
+    let write_labels = [("direction", "outbound"), ("io", "write")];
+    let before = proxy.metric_values().await;
+
+    let reply = client::send_h1(proxy.outbound, client::get("web", "/counted")).await;
+    assert_eq!(reply.status, http::StatusCode::OK);
+    let m = proxy.metric_values().await;
+    let read = m.sum("skiff_tcp_bytes_total", &read_labels)
+        - before.sum("skiff_tcp_bytes_total", &read_labels);
+    let written = m.sum("skiff_tcp_bytes_total", &write_labels)
+        - before.sum("skiff_tcp_bytes_total", &write_labels);
+    assert!(
+        read >= 30.0,
+        "the HTTP request's bytes are counted as read: {read}"
+    );
+    assert!(
+        written >= reply.body.len() as f64,
+        "the HTTP response's bytes are counted as written: {written}"
+    );
+
+    let mut raw = RawConn::connect(proxy.outbound).await;
+    raw.write(b"\x00\x01 not http, and no service takes it")
+        .await;
+    raw.shutdown_write().await;
+    assert!(
+        raw.read_to_end().await.is_empty(),
+        "the proxy closes the connection without a byte"
+    );
+    eventually("the unrouted connection is counted", STEP, || async {
+        let m = proxy.metric_values().await;
+        m.sum("skiff_tcp_unrouted_connections_total", &out)
+            - before.sum("skiff_tcp_unrouted_connections_total", &out)
+            == 1.0
+    })
+    .await;
+}

@@ -706,3 +706,60 @@ impl RawHttpUpstream {
             .collect()
     }
 }
+
+/// An HTTP/2 server that answers one request per connection and then sends GOAWAY, so every
+/// further request must come on a new connection.
+pub struct GoAwayUpstream {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    _task: Task,
+}
+
+impl GoAwayUpstream {
+    pub async fn start() -> GoAwayUpstream {
+        let listener = bind().await;
+        let addr = listener.local_addr().expect("bound address");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let task = accept_loop(listener, {
+            let connections = connections.clone();
+            move |stream, _| {
+                connections.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let (first, served) = tokio::sync::oneshot::channel::<()>();
+                    let first = Mutex::new(Some(first));
+                    let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        if let Some(tx) = first.lock().expect("not poisoned").take() {
+                            let _ = tx.send(());
+                        }
+                        async {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        }
+                    });
+                    let conn = http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = served => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                }
+            }
+        });
+        GoAwayUpstream {
+            addr,
+            connections,
+            _task: task,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}

@@ -14,13 +14,13 @@ pub struct DemoArgs {
     #[arg(long = "skiff", env = "SKIFF_BIN", value_name = "PATH")]
     pub skiff: Option<PathBuf>,
     /// Directory for the mesh file and the sidecar logs. Default: a fresh temporary directory (kept).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "SKIFF_DEMO_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Port of the client sidecar's outbound listener on 127.0.0.1 (0 = any free port).
-    #[arg(long, default_value_t = 15001)]
+    #[arg(long, env = "SKIFF_DEMO_OUTBOUND_PORT", default_value_t = 15001)]
     pub outbound_port: u16,
     /// Port of the client sidecar's admin listener on 127.0.0.1 (0 = any free port).
-    #[arg(long, default_value_t = 15000)]
+    #[arg(long, env = "SKIFF_DEMO_ADMIN_PORT", default_value_t = 15000)]
     pub admin_port: u16,
 }
 
@@ -120,7 +120,7 @@ fn instructions(demo: &Demo) -> String {
     );
     let _ = writeln!(
         s,
-        "  curl -si -H 'Host: web' http://{out_addr}/status/503          # retried: x-skiff-attempts"
+        "  curl -si -H 'Host: web' http://{out_addr}/status/503          # the app's 503, passed through"
     );
     let _ = writeln!(
         s,

@@ -128,8 +128,6 @@ services:
         matches:
           - path: { type: PathPrefix, value: /delay }
         timeouts: { request: 1s }              # /delay?ms=2000 answers 504 `timeout`
-      - name: default
-        retry: { attempts: 3, retryOn: [5xx, reset, connect-failure] }   # /status/503 is tried 3 times
   # Half of the requests go to reviews-v1, half to reviews-v2 (see `x-served-by`).
   - name: reviews
     namespace: default
