@@ -14,7 +14,7 @@ use crate::{
         STEP,
         client::{self, H2Conn, Reply},
         proxy::Proxy,
-        upstream::{DropMode, DropServer, HttpUpstream, closed_port},
+        upstream::{BlackHole, DropMode, DropServer, HttpUpstream, closed_port},
         within,
     },
 };
@@ -122,6 +122,18 @@ async fn refused_connection_is_503_connect_failed() {
     let r = client::send_h1(proxy.outbound, client::get("gone", "/")).await;
     assert_made_by_proxy(&r, StatusCode::SERVICE_UNAVAILABLE, "connect-failed");
     let r = client::send_h2(proxy.outbound, client::get("gone", "/")).await;
+    assert_made_by_proxy(&r, StatusCode::SERVICE_UNAVAILABLE, "connect-failed");
+}
+
+#[tokio::test]
+async fn connect_timeout_is_503_connect_failed() {
+    let hole = BlackHole::start().await;
+    let mesh = format!(
+        "services:\n  - name: slowconnect\n    connectTimeout: 300ms\n    endpoints: [{{ address: \"{}\" }}]\n",
+        hole.addr()
+    );
+    let proxy = Proxy::start(&mesh).await;
+    let r = client::send_h1(proxy.outbound, client::get("slowconnect", "/")).await;
     assert_made_by_proxy(&r, StatusCode::SERVICE_UNAVAILABLE, "connect-failed");
 }
 

@@ -763,3 +763,50 @@ impl GoAwayUpstream {
         self.connections.load(Ordering::SeqCst)
     }
 }
+
+/// A listener that never accepts and whose accept queue is full: the kernel drops further
+/// SYNs, so a connect to it hangs until the connecting side gives up.
+pub struct BlackHole {
+    addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<Task>,
+}
+
+impl BlackHole {
+    pub async fn start() -> BlackHole {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+        socket.bind(&any.into()).expect("bind 127.0.0.1:0");
+        socket.listen(0).expect("listen");
+        let addr = socket
+            .local_addr()
+            .expect("bound address")
+            .as_socket()
+            .expect("an inet address");
+        // Backlog 0 still queues one connection: fill the queue, then one more whose SYN is
+        // dropped (it stays pending), so any further connect is dropped too.
+        let first = TcpStream::connect(addr)
+            .await
+            .expect("first connect fills the queue");
+        let fillers = vec![
+            Task(tokio::spawn(async move {
+                let _keep = first;
+                std::future::pending::<()>().await;
+            })),
+            Task(tokio::spawn(async move {
+                let _pending = TcpStream::connect(addr).await;
+                std::future::pending::<()>().await;
+            })),
+        ];
+        BlackHole {
+            addr,
+            _listener: socket,
+            _fillers: fillers,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
