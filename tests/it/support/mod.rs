@@ -2,6 +2,7 @@
 //! (`upstream`) and the clients in front of it (`client`), plus deadline helpers.
 
 pub mod client;
+pub mod netns;
 pub mod proxy;
 pub mod upstream;
 

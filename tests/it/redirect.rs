@@ -1,0 +1,90 @@
+//! Real iptables redirection in a network namespace: the outbound listener reads the original
+//! destination (SO_ORIGINAL_DST) and resolves the service by it before the authority, and
+//! destinations on opaque ports skip detection.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::support::{
+    client::{self, RawConn},
+    netns::{NetNs, redirect_here},
+    proxy::ProxyBuilder,
+    upstream::{BannerServer, HttpUpstream},
+    within,
+};
+
+/// Well under the 10 s detect timeout: a banner that waited for detection would miss it.
+const BANNER_DEADLINE: Duration = Duration::from_secs(3);
+
+#[test]
+fn original_destination_wins_over_the_authority() {
+    let ns = NetNs::new();
+    ns.add_address("10.96.0.1/24");
+    ns.run(move || async move {
+        let by_address = HttpUpstream::start("by-address").await;
+        let by_host = HttpUpstream::start("by-host").await;
+        let mesh = format!(
+            r#"
+services:
+  - name: reviews
+    addresses: ["10.96.0.12:9080"]
+    endpoints: [ {{ address: "{}" }} ]
+  - name: other
+    hosts: [other]
+    endpoints: [ {{ address: "{}" }} ]
+"#,
+            by_address.addr(),
+            by_host.addr()
+        );
+        let proxy = ProxyBuilder::new(&mesh).start().await;
+        redirect_here("10.96.0.0/24", proxy.outbound.port());
+
+        // The app dials the ClusterIP; iptables hands the connection to the proxy.
+        let r = client::send_h1(
+            "10.96.0.12:9080".parse().expect("literal"),
+            client::get("other", "/"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(
+            r.served_by(),
+            Some("by-address"),
+            "the original destination names the service, whatever the Host says"
+        );
+        assert_eq!(by_host.requests().len(), 0);
+
+        // A destination no service claims falls back to the authority.
+        let r = client::send_h1(
+            "10.96.0.99:80".parse().expect("literal"),
+            client::get("other", "/"),
+        )
+        .await;
+        assert_eq!(r.served_by(), Some("by-host"), "{r:?}");
+    });
+}
+
+#[test]
+fn opaque_port_destination_skips_detection() {
+    let ns = NetNs::new();
+    ns.add_address("10.96.0.1/24");
+    ns.run(move || async move {
+        let mysql = BannerServer::start().await;
+        let mesh = format!(
+            "services:\n  - name: db\n    addresses: [\"10.96.0.13:3306\"]\n    endpoints: [ {{ address: \"{}\" }} ]\n",
+            mysql.addr()
+        );
+        // 3306 is in the default opaque list; a 10 s detect timeout would hold the banner.
+        let proxy = ProxyBuilder::new(&mesh).arg("--detect-timeout", "10s").start().await;
+        redirect_here("10.96.0.0/24", proxy.outbound.port());
+
+        let mut raw = RawConn::connect("10.96.0.13:3306".parse().expect("literal")).await;
+        let banner = within(
+            "banner through a redirected opaque port",
+            BANNER_DEADLINE,
+            raw.read_until(b"\r\n"),
+        )
+        .await;
+        assert!(banner.starts_with(b"220"), "the server's banner arrives first: {banner:?}");
+    });
+}
