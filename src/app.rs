@@ -195,12 +195,14 @@ async fn serve(args: RunArgs, mut source: StaticSource, logs: telemetry::LogCont
         },
     ));
     let in_state = state.clone();
-    let inbound_side = Arc::new(inbound::Inbound);
     let inbound_task = tokio::spawn(listener::accept_loop(
         inbound_l,
         state.tcp_inbound.clone(),
         drain.clone(),
-        move |acc| conn::serve(acc, in_state.clone(), inbound_side.clone()),
+        move |acc| {
+            let side = Arc::new(inbound::Inbound::new(&in_state, acc.dst, acc.local));
+            conn::serve(acc, in_state.clone(), side)
+        },
     ));
 
     loop {

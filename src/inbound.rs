@@ -1,7 +1,11 @@
-//! The inbound side: connections to this workload are forwarded to its app (in local mode
-//! the workload's `inbound.app`). Mesh TLS termination and authorization join here later.
+//! The inbound side: connections to this workload are forwarded to its app: with redirection
+//! to `127.0.0.1:<original destination port>`, in local mode to the workload's `inbound.app`.
+//! Mesh TLS termination and authorization join here later.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
 
 use http::request::Parts;
 
@@ -9,22 +13,51 @@ use crate::{
     conn::Side,
     http::Handler,
     route::{Route, RouteError, authority},
-    snapshot::{Cluster, Snapshot},
+    snapshot::{Cluster, DEFAULT_ROUTE, Snapshot},
     state::State,
     telemetry::{RouteStats, TcpStats},
 };
 
-/// The inbound side has no per-connection state yet.
-pub struct Inbound;
+/// Per inbound connection: where a redirected connection was going, as a route to the app.
+pub struct Inbound {
+    redirected: Option<Route>,
+}
+
+impl Inbound {
+    /// A connection whose original destination is not the listener itself was redirected:
+    /// the app listens on that port on loopback (the pod's own port).
+    pub fn new(state: &State, dst: SocketAddr, local: SocketAddr) -> Self {
+        if dst == local {
+            return Inbound { redirected: None };
+        }
+        let loopback = match dst.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        let app = SocketAddr::new(loopback, dst.port());
+        let snap = state.snapshot();
+        let stats = snap.inbound.as_ref().map_or_else(
+            || state.redirected_inbound.clone(),
+            |ib| ib.route.stats.clone(),
+        );
+        let cluster = Arc::new(Cluster::single("inbound", app, &state.settings));
+        Inbound {
+            redirected: Some(Route::fallback(DEFAULT_ROUTE, cluster, stats)),
+        }
+    }
+
+    fn route<'a>(&'a self, snap: &'a Snapshot) -> Option<&'a Route> {
+        self.redirected
+            .as_ref()
+            .or(snap.inbound.as_ref().map(|ib| &ib.route))
+    }
+}
 
 impl Handler for Inbound {
-    fn resolve<'s>(&self, snap: &'s Snapshot, parts: &Parts) -> Result<&'s Route, RouteError> {
-        snap.inbound
-            .as_ref()
-            .map(|ib| &ib.route)
-            .ok_or_else(|| RouteError::UnknownService {
-                authority: authority(parts).map(str::to_owned),
-            })
+    fn resolve<'a>(&'a self, snap: &'a Snapshot, parts: &Parts) -> Result<&'a Route, RouteError> {
+        self.route(snap).ok_or_else(|| RouteError::UnknownService {
+            authority: authority(parts).map(str::to_owned),
+        })
     }
 
     fn unrouted<'s>(&self, state: &'s State) -> &'s RouteStats {
@@ -35,14 +68,16 @@ impl Handler for Inbound {
 impl Side for Inbound {
     fn is_opaque(&self, state: &State, snap: &Snapshot, _dst: SocketAddr) -> bool {
         // The destination that matters is the app's port, not the listener's.
-        snap.inbound
-            .as_ref()
-            .is_some_and(|ib| state.settings.is_opaque_port(ib.app.port()))
+        self.opaque_target(snap, _dst).is_some_and(|c| {
+            c.endpoints
+                .endpoints()
+                .iter()
+                .any(|e| state.settings.is_opaque_port(e.addr.port()))
+        })
     }
 
     fn opaque_target(&self, snap: &Snapshot, _dst: SocketAddr) -> Option<Arc<Cluster>> {
-        let route = &snap.inbound.as_ref()?.route;
-        route.backends().next().map(|(c, _)| c.clone())
+        self.route(snap)?.backends().next().map(|(c, _)| c.clone())
     }
 
     fn tcp_stats<'s>(&self, state: &'s State) -> &'s TcpStats {

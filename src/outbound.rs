@@ -30,7 +30,7 @@ impl Outbound {
 }
 
 impl Handler for Outbound {
-    fn resolve<'s>(&self, snap: &'s Snapshot, parts: &Parts) -> Result<&'s Route, RouteError> {
+    fn resolve<'a>(&'a self, snap: &'a Snapshot, parts: &Parts) -> Result<&'a Route, RouteError> {
         let by_dst = self.dst.and_then(|d| snap.service_by_addr(d));
         let svc = by_dst
             .or_else(|| snap.service_by_authority(authority(parts)))

@@ -16,6 +16,10 @@ use crate::{
 
 /// Route name in metrics for requests that no route matched.
 pub const DEFAULT_ROUTE: &str = "default";
+/// Cluster name of the local app on the inbound side.
+const INBOUND_CLUSTER: &str = "inbound";
+/// Connect timeout to the local app.
+const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -41,6 +45,25 @@ pub struct Cluster {
     pub namespace: Arc<str>,
     pub protocol: Protocol,
     pub endpoints: EndpointSet,
+}
+
+impl Cluster {
+    /// A cluster of one address (the local app on the inbound side).
+    pub fn single(name: &str, addr: SocketAddr, settings: &Settings) -> Cluster {
+        Cluster::with_endpoint(
+            name,
+            new_endpoint(addr, None, APP_CONNECT_TIMEOUT, settings),
+        )
+    }
+
+    fn with_endpoint(name: &str, endpoint: Arc<Endpoint>) -> Cluster {
+        Cluster {
+            name: name.into(),
+            namespace: "".into(),
+            protocol: Protocol::Auto,
+            endpoints: EndpointSet::new(name.into(), LoadBalancer::RoundRobin, vec![endpoint]),
+        }
+    }
 }
 
 /// A service of the mesh as the outbound side sees it.
@@ -178,21 +201,12 @@ impl Snapshot {
                     }
                 })?;
                 w.inbound.as_ref().map(|ib| {
-                    let pool = carry
-                        .get(&(format!("inbound:{name}"), namespace.to_owned(), ib.app))
-                        .cloned()
-                        .unwrap_or_else(|| {
-                            new_endpoint(ib.app, None, Duration::from_secs(1), cx.settings)
-                        });
-                    let cluster = Arc::new(Cluster {
-                        name: format!("inbound:{name}").into(),
-                        namespace: namespace.into(),
-                        protocol: Protocol::Auto,
-                        endpoints: EndpointSet::new(
-                            name.into(),
-                            LoadBalancer::RoundRobin,
-                            vec![pool],
-                        ),
+                    let carried = carry
+                        .get(&(INBOUND_CLUSTER.to_owned(), String::new(), ib.app))
+                        .cloned();
+                    let cluster = Arc::new(match carried {
+                        Some(e) => Cluster::with_endpoint(INBOUND_CLUSTER, e),
+                        None => Cluster::single(INBOUND_CLUSTER, ib.app, cx.settings),
                     });
                     Inbound {
                         workload: name.into(),

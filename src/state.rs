@@ -39,6 +39,8 @@ pub struct State {
     /// Counters for requests that reached no service, per direction.
     pub unrouted_outbound: RouteStats,
     pub unrouted_inbound: RouteStats,
+    /// Counters for redirected inbound requests when no workload is configured.
+    pub redirected_inbound: RouteStats,
     pub tcp_outbound: TcpStats,
     pub tcp_inbound: TcpStats,
     pub detect: DetectStats,
@@ -55,6 +57,7 @@ impl State {
     ) -> Self {
         let unrouted_outbound = metrics.route(Direction::Outbound, "unknown", "unknown");
         let unrouted_inbound = metrics.route(Direction::Inbound, "unknown", "unknown");
+        let redirected_inbound = metrics.route(Direction::Inbound, "passthrough", "default");
         State {
             live: ArcSwap::from_pointee(first),
             settings,
@@ -65,6 +68,7 @@ impl State {
             bound: OnceLock::new(),
             unrouted_outbound,
             unrouted_inbound,
+            redirected_inbound,
             tcp_outbound: metrics.tcp(Direction::Outbound),
             tcp_inbound: metrics.tcp(Direction::Inbound),
             detect: DetectStats::new(&metrics),

@@ -22,7 +22,7 @@ use crate::{
 /// How a listener finds the route for a request (outbound: by destination and authority;
 /// inbound: this workload's app).
 pub trait Handler: Send + Sync + 'static {
-    fn resolve<'s>(&self, snap: &'s Snapshot, parts: &Parts) -> Result<&'s Route, RouteError>;
+    fn resolve<'a>(&'a self, snap: &'a Snapshot, parts: &Parts) -> Result<&'a Route, RouteError>;
     /// Counters for requests that found no route.
     fn unrouted<'s>(&self, state: &'s State) -> &'s RouteStats;
 }

@@ -88,3 +88,31 @@ fn opaque_port_destination_skips_detection() {
         assert!(banner.starts_with(b"220"), "the server's banner arrives first: {banner:?}");
     });
 }
+
+#[test]
+fn redirected_inbound_goes_to_the_original_port_on_loopback() {
+    let ns = NetNs::new();
+    ns.add_address("10.96.1.1/24");
+    ns.run(move || async move {
+        let app = HttpUpstream::start("app").await;
+        // No workload: nothing names the app but the original destination's port.
+        let proxy = ProxyBuilder::new("services: []\n").start().await;
+        redirect_here("10.96.1.20/32", proxy.inbound.port());
+
+        // A peer dials this pod's IP and the app's port; iptables hands it to the inbound side.
+        let dst =
+            std::net::SocketAddr::new("10.96.1.20".parse().expect("literal"), app.addr().port());
+        let r = client::send_h1(dst, client::get("app.default", "/in")).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(r.served_by(), Some("app"), "{r:?}");
+        let m = proxy.metric_values().await;
+        assert_eq!(
+            m.sum(
+                "skiff_requests_total",
+                &[("direction", "inbound"), ("service", "passthrough")]
+            ),
+            1.0,
+            "the request went through the inbound side"
+        );
+    });
+}
