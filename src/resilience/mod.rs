@@ -1,7 +1,12 @@
-//! Timeouts around one upstream call; retries, circuit breakers and outlier detection join
-//! here later. The only module that decides how long a request may take.
+//! Timeouts around one upstream call, and the jittered exponential backoff shared by every
+//! retry loop (the xDS client now; request retries later). Circuit breakers and outlier
+//! detection join here later. The only module that decides how long to wait or retry.
+
+mod backoff;
 
 use std::{future::Future, time::Duration};
+
+pub use backoff::Backoff;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResilienceError {
