@@ -234,6 +234,19 @@ impl Snapshot {
         })
     }
 
+    /// The snapshot before any config arrived: no services, no workload.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            version: "".into(),
+            trust_domain: String::new(),
+            services: Vec::new(),
+            by_addr: HashMap::new(),
+            by_host: HashMap::with_hasher(FastHash::default()),
+            catch_all: None,
+            inbound: None,
+        }
+    }
+
     /// The service an original destination means, if any.
     pub fn service_by_addr(&self, dst: SocketAddr) -> Option<&Arc<Service>> {
         self.by_addr.get(&dst)

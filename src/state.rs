@@ -34,6 +34,8 @@ pub struct State {
     pub logs: LogControl,
     last_error: ArcSwapOption<String>,
     listening: AtomicBool,
+    /// A config from the source has been applied (static mode: at start).
+    applied: AtomicBool,
     draining: AtomicBool,
     bound: OnceLock<BoundAddrs>,
     /// Counters for requests that reached no service, per direction.
@@ -64,6 +66,7 @@ impl State {
             logs,
             last_error: ArcSwapOption::empty(),
             listening: AtomicBool::new(false),
+            applied: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             bound: OnceLock::new(),
             unrouted_outbound,
@@ -86,6 +89,12 @@ impl State {
     pub fn install(&self, next: Snapshot) {
         self.live.store(Arc::new(next));
         self.last_error.store(None);
+        self.applied.store(true, Ordering::Release);
+    }
+
+    /// For a source that delivers its first config later (xDS): not ready until `install`.
+    pub fn await_first_config(&self) {
+        self.applied.store(false, Ordering::Release);
     }
 
     /// Records a refused config; the running snapshot stays.
@@ -122,8 +131,11 @@ impl State {
             .unwrap_or(false)
     }
 
-    /// Ready: a config is applied (always, once constructed), listeners are bound, not draining.
+    /// Ready: a config is applied, listeners are bound, not draining. A source that loses its
+    /// connection keeps the proxy ready on the last config.
     pub fn is_ready(&self) -> bool {
-        self.listening.load(Ordering::Acquire) && !self.is_draining()
+        self.applied.load(Ordering::Acquire)
+            && self.listening.load(Ordering::Acquire)
+            && !self.is_draining()
     }
 }
