@@ -4,71 +4,7 @@
 use skiff_api::{FieldError, load, summary};
 
 /// The example of DESIGN.md, completed so that everything it names exists.
-const FULL: &str = r#"
-mesh:
-  trustDomain: cluster.local
-  tracing: { sampling: 1.0 }
-services:
-  - name: reviews
-    namespace: default
-    hosts: [reviews, reviews.default.svc.cluster.local]
-    addresses: ["10.96.0.12:9080"]
-    protocol: auto
-    loadBalancer: p2c-ewma
-    connectTimeout: 1s
-    endpoints:
-      - workload: reviews-v1
-      - address: 127.0.0.1:9082
-        identity: spiffe://cluster.local/ns/default/sa/reviews
-        labels: { version: v2 }
-    circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3 }
-    outlierDetection: { consecutiveErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50 }
-    retryBudget: { ratio: 0.2, minRetriesPerSecond: 10 }
-    routes:
-      - name: canary
-        matches:
-          - path: { type: PathPrefix, value: /api }
-            method: GET
-            headers: [ { name: x-canary, value: "true" } ]
-            queryParams: [ { name: version, value: "2" } ]
-        backendRefs: [ { service: reviews-v2, weight: 90 }, { service: reviews, weight: 10 } ]
-        timeouts: { request: 2s, backendRequest: 500ms }
-        retry: { attempts: 3, retryOn: [5xx, reset, connect-failure], backoff: { base: 25ms, max: 250ms },
-                 maxBodyBytes: 65536, nonIdempotent: false }
-        fault: { abort: { percent: 5, status: 503 }, delay: { percent: 10, duration: 100ms } }
-      - name: versioned
-        matches:
-          - path: { type: RegularExpression, value: "/v[0-9]+/.*" }
-            headers: [ { name: x-user, type: RegularExpression, value: "[a-z]+" } ]
-  - name: reviews-v2
-    endpoints:
-      - workload: reviews-v2
-  - name: productpage
-    hosts: ["*"]
-    protocol: http1
-    loadBalancer: round-robin
-    endpoints:
-      - workload: productpage
-workloads:
-  - name: reviews-v1
-    namespace: default
-    serviceAccount: reviews
-    labels: { app: reviews, version: v1 }
-    inbound: { listen: 127.0.0.1:16006, app: 127.0.0.1:9081, mtls: permissive }
-    rateLimit: { requestsPerSecond: 500, burst: 1000 }
-  - name: reviews-v2
-    serviceAccount: reviews
-    inbound: { listen: 127.0.0.1:16007, app: 127.0.0.1:9083 }
-  - name: productpage
-    serviceAccount: productpage
-    inbound: { listen: 127.0.0.1:16008, app: 127.0.0.1:9084, mtls: strict }
-authorization:
-  - name: reviews-readers
-    target: reviews
-    action: allow
-    from: [ spiffe://cluster.local/ns/default/sa/productpage ]
-    to: [ { methods: [GET], paths: [/reviews/*] } ]
-"#;
+const FULL: &str = include_str!("data/full-mesh.yaml");
 
 /// Removes the indentation the test source gives its YAML.
 fn dedent(text: &str) -> String {

@@ -35,7 +35,7 @@ pub(super) fn check_all(
             }
         }
         report.check(&at.key("namespace"), syntax::dns_label(&policy.namespace));
-        if index.service(&policy.namespace, &policy.target).is_none() {
+        if !index.has_service(&policy.namespace, &policy.target) {
             report.add(
                 &at.key("target"),
                 format!(

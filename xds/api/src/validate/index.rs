@@ -1,6 +1,6 @@
 //! What a mesh file declares, looked up by name: services and workloads by (namespace, name)
 //! and the hosts services claim by default. Built before the walk, so a reference may point
-//! forward in the file.
+//! forward in the file. A partial index (one received resource) takes what it lacks on trust.
 
 use std::collections::HashMap;
 
@@ -8,7 +8,10 @@ use crate::model::{MeshFile, Workload};
 
 /// The first declaration of each name; later duplicates are errors at their own position.
 pub(super) struct MeshIndex<'a> {
-    pub(super) trust_domain: &'a str,
+    /// `None` for a partial index: the trust domain is another resource's.
+    pub(super) trust_domain: Option<&'a str>,
+    /// Holds only part of the mesh: a reference to what it lacks is not an error.
+    partial: bool,
     services: HashMap<(&'a str, &'a str), usize>,
     workloads: HashMap<(&'a str, &'a str), (usize, &'a Workload)>,
     default_hosts: HashMap<String, usize>,
@@ -16,6 +19,16 @@ pub(super) struct MeshIndex<'a> {
 
 impl<'a> MeshIndex<'a> {
     pub(super) fn new(mesh: &'a MeshFile) -> Self {
+        Self::build(mesh, false)
+    }
+
+    /// An index of a mesh file holding one received resource: references to services and
+    /// workloads it does not hold are taken on trust, and the trust domain is unknown.
+    pub(super) fn partial(mesh: &'a MeshFile) -> Self {
+        Self::build(mesh, true)
+    }
+
+    fn build(mesh: &'a MeshFile, partial: bool) -> Self {
         let trust_domain = mesh.mesh.trust_domain.as_str();
         let mut services = HashMap::new();
         let mut default_hosts = HashMap::new();
@@ -36,7 +49,8 @@ impl<'a> MeshIndex<'a> {
                 .or_insert((i, w));
         }
         MeshIndex {
-            trust_domain,
+            trust_domain: (!partial).then_some(trust_domain),
+            partial,
             services,
             workloads,
             default_hosts,
@@ -46,6 +60,16 @@ impl<'a> MeshIndex<'a> {
     /// Index of the first service with this namespace and name.
     pub(super) fn service(&self, namespace: &str, name: &str) -> Option<usize> {
         self.services.get(&(namespace, name)).copied()
+    }
+
+    /// Whether a reference to this service resolves (always, in a partial index).
+    pub(super) fn has_service(&self, namespace: &str, name: &str) -> bool {
+        self.partial || self.service(namespace, name).is_some()
+    }
+
+    /// Whether this index lacks parts of the mesh, so a missing workload is no error.
+    pub(super) fn is_partial(&self) -> bool {
+        self.partial
     }
 
     /// Index and declaration of the first workload with this namespace and name.

@@ -15,10 +15,8 @@ use std::fmt;
 
 pub use shape::parse;
 
-use self::{
-    index::MeshIndex,
-    report::{FieldPath, Report},
-};
+use self::{index::MeshIndex, report::Report};
+pub(crate) use self::{report::FieldPath, syntax::spiffe_id};
 use crate::model::{MeshFile, MeshSettings};
 
 /// One bad field: where it is and what is wrong with it.
@@ -69,12 +67,22 @@ pub fn load(text: &str) -> Result<MeshFile, ConfigError> {
 /// Checks what serde cannot: references, uniqueness, regexes and ranges. Reports every
 /// problem, not just the first, in the order of the file's sections and fields.
 pub fn validate(mesh: &MeshFile) -> Result<(), ConfigError> {
-    let index = MeshIndex::new(mesh);
+    check(mesh, &MeshIndex::new(mesh))
+}
+
+/// The rules of [`validate`] for a mesh file built around one received resource: references
+/// to services and workloads the file does not hold are not errors (they are other resources,
+/// and the control plane checked them), and the trust domain of identities is not checked.
+pub(crate) fn validate_partial(mesh: &MeshFile) -> Result<(), ConfigError> {
+    check(mesh, &MeshIndex::partial(mesh))
+}
+
+fn check(mesh: &MeshFile, index: &MeshIndex<'_>) -> Result<(), ConfigError> {
     let mut report = Report::default();
     check_settings(&mesh.mesh, &mut report);
-    service::check_all(&mesh.services, &index, &mut report);
-    workload::check_all(&mesh.workloads, &index, &mut report);
-    authorization::check_all(&mesh.authorization, &index, &mut report);
+    service::check_all(&mesh.services, index, &mut report);
+    workload::check_all(&mesh.workloads, index, &mut report);
+    authorization::check_all(&mesh.authorization, index, &mut report);
     report.finish()
 }
 

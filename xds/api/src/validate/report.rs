@@ -5,21 +5,34 @@ use std::fmt;
 
 use super::{ConfigError, FieldError};
 
-/// A field's position in the mesh file: camelCase keys joined by `.`, list items as `[i]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct FieldPath(String);
+/// A field's position in the mesh file (or in one received resource): camelCase keys joined
+/// by `.`, list items as `[i]`. The default is the root itself, the empty path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FieldPath(String);
 
 impl FieldPath {
-    pub(super) fn root(key: &str) -> Self {
+    pub(crate) fn root(key: &str) -> Self {
         FieldPath(key.to_owned())
     }
 
-    pub(super) fn key(&self, key: &str) -> Self {
-        FieldPath(format!("{}.{key}", self.0))
+    pub(crate) fn key(&self, key: &str) -> Self {
+        if self.0.is_empty() {
+            FieldPath(key.to_owned())
+        } else {
+            FieldPath(format!("{}.{key}", self.0))
+        }
     }
 
-    pub(super) fn index(&self, i: usize) -> Self {
+    pub(crate) fn index(&self, i: usize) -> Self {
         FieldPath(format!("{}[{i}]", self.0))
+    }
+
+    /// The one error at this path.
+    pub(crate) fn error(&self, message: impl Into<String>) -> FieldError {
+        FieldError {
+            path: self.0.clone(),
+            message: message.into(),
+        }
     }
 }
 

@@ -131,7 +131,7 @@ fn check_backend(
     let namespace = backend.namespace.as_deref().unwrap_or(&svc.namespace);
     let namespace_ok = syntax::dns_label(namespace);
     // A malformed namespace is reported once, on itself, not again as a missing service.
-    if namespace_ok.is_ok() && index.service(namespace, &backend.service).is_none() {
+    if namespace_ok.is_ok() && !index.has_service(namespace, &backend.service) {
         report.add(
             &at.key("service"),
             format!(

@@ -93,7 +93,7 @@ pub(super) fn header_name(s: &str) -> Verdict {
 /// A SPIFFE ID naming a workload: `spiffe://<trust-domain>/<path>`, as the SPIFFE spec
 /// restricts them (no empty, `.` or `..` segments, no query, no percent-encoding).
 /// Returns the trust domain.
-pub(super) fn spiffe_id(s: &str) -> Result<&str, String> {
+pub(crate) fn spiffe_id(s: &str) -> Result<&str, String> {
     let expected = || {
         format!("must be a SPIFFE ID like spiffe://cluster.local/ns/default/sa/reviews, got {s:?}")
     };
