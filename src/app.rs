@@ -6,7 +6,10 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Ar
 
 use std::hash::Hasher;
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -18,6 +21,7 @@ use crate::{
     snapshot::{CompileContext, Fnv1a, Snapshot},
     state::{BoundAddrs, State},
     telemetry::{self, Metrics, ReloadResult},
+    xds_client::{self, XdsConfig},
 };
 
 const DEFAULT_INBOUND: SocketAddr =
@@ -26,13 +30,28 @@ const DEFAULT_INBOUND: SocketAddr =
 /// `skiff run`.
 pub fn run(args: RunArgs) -> ExitCode {
     let logs = telemetry::init_logging(&args.log);
-    if args.xds.is_some() {
-        error!("xDS mode (--xds) is not available in this build yet; run with --config mesh.yaml");
-        return ExitCode::from(2);
-    }
-    let Some(path) = args.config.clone() else {
-        error!("no config source: pass --config mesh.yaml (or SKIFF_CONFIG)");
-        return ExitCode::from(2);
+    let source = match (&args.config, &args.xds, &args.workload) {
+        (Some(path), _, _) => Source::Static(StaticSource {
+            path: path.clone(),
+            workload: args.workload.clone(),
+            namespace: args.namespace.clone(),
+            generation: 0,
+        }),
+        (None, Some(url), Some(workload)) => Source::Xds(XdsConfig {
+            url: url.clone(),
+            workload: workload.clone(),
+            namespace: args.namespace.clone(),
+        }),
+        (None, Some(_), None) => {
+            error!(
+                "xDS mode needs --workload (and --namespace): the control plane serves a workload"
+            );
+            return ExitCode::from(2);
+        }
+        (None, None, _) => {
+            error!("no config source: pass --config mesh.yaml or --xds URL --workload NAME");
+            return ExitCode::from(2);
+        }
     };
     // One CPU (a pinned or 1-core sidecar, the common case) runs best on a single thread:
     // no cross-thread wakeups or work stealing. More CPUs get one worker each.
@@ -49,13 +68,15 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let source = StaticSource {
-        path,
-        workload: args.workload.clone(),
-        namespace: args.namespace.clone(),
-        generation: 0,
-    };
     runtime.block_on(serve(args, source, logs))
+}
+
+/// Where the proxy's config comes from.
+enum Source {
+    /// A mesh file, reloaded on SIGHUP.
+    Static(StaticSource),
+    /// The control plane's discovery stream.
+    Xds(XdsConfig),
 }
 
 /// The mesh file in static mode: read, validated by `skiff-api`, compiled into a snapshot.
@@ -117,7 +138,7 @@ fn bind(name: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCod
     })
 }
 
-async fn serve(args: RunArgs, mut source: StaticSource, logs: telemetry::LogControl) -> ExitCode {
+async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> ExitCode {
     // Handlers go in before anything can report ready: until then SIGTERM and SIGHUP would
     // still kill the process outright.
     let signals = (
@@ -134,32 +155,63 @@ async fn serve(args: RunArgs, mut source: StaticSource, logs: telemetry::LogCont
     };
     let settings = Settings::from_args(&args);
     let metrics = Arc::new(Metrics::new());
-    let first = match source.load(&settings, &metrics, None) {
-        Ok(s) => s,
-        Err(e) => {
-            metrics.reload(ReloadResult::Failed);
-            error!(error = %e, "invalid config");
-            return ExitCode::FAILURE;
-        }
+    let (first, mut static_source, xds) = match source {
+        Source::Static(mut source) => match source.load(&settings, &metrics, None) {
+            Ok(snap) => {
+                metrics.reload(ReloadResult::Ok);
+                (snap, Some(source), None)
+            }
+            Err(e) => {
+                metrics.reload(ReloadResult::Failed);
+                error!(error = %e, "invalid config");
+                return ExitCode::FAILURE;
+            }
+        },
+        Source::Xds(cfg) => (Snapshot::empty(), None, Some(cfg)),
     };
-    metrics.reload(ReloadResult::Ok);
-    let inbound_addr = args
-        .inbound_addr
-        .or(first.inbound.as_ref().map(|ib| ib.listen))
-        .unwrap_or(DEFAULT_INBOUND);
     let state = Arc::new(State::new(first, settings, metrics, logs));
 
-    let (admin_l, outbound_l, inbound_l) = match (
-        bind("admin", args.admin_addr),
+    // Admin first: while the first config is awaited, /ready already answers (503).
+    let admin_l = match bind("admin", args.admin_addr) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let local = |l: &tokio::net::TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+    let admin_addr = local(&admin_l, args.admin_addr);
+    tokio::spawn(admin::serve(admin_l, state.clone()));
+
+    if let Some(cfg) = xds {
+        state.await_first_config();
+        info!(url = %cfg.url, workload = %cfg.workload, namespace = %cfg.namespace, "waiting for the first config from the control plane");
+        let (applied_tx, mut applied_rx) = watch::channel(false);
+        tokio::spawn(xds_client::run(cfg, state.clone(), applied_tx));
+        // The inbound listener's address may come with the workload, so listeners wait.
+        loop {
+            tokio::select! {
+                first = applied_rx.wait_for(|a| *a) => match first {
+                    Ok(_) => break,
+                    Err(_) => return ExitCode::FAILURE,
+                },
+                _ = term.recv() => return ExitCode::SUCCESS,
+                _ = int.recv() => return ExitCode::SUCCESS,
+                _ = hup.recv() => {}
+            }
+        }
+    }
+
+    let inbound_addr = args
+        .inbound_addr
+        .or(state.snapshot().inbound.as_ref().map(|ib| ib.listen))
+        .unwrap_or(DEFAULT_INBOUND);
+    let (outbound_l, inbound_l) = match (
         bind("outbound", args.outbound_addr),
         bind("inbound", inbound_addr),
     ) {
-        (Ok(a), Ok(o), Ok(i)) => (a, o, i),
-        (Err(code), _, _) | (_, Err(code), _) | (_, _, Err(code)) => return code,
+        (Ok(o), Ok(i)) => (o, i),
+        (Err(code), _) | (_, Err(code)) => return code,
     };
-    let local = |l: &tokio::net::TcpListener, fallback| l.local_addr().unwrap_or(fallback);
     let bound = BoundAddrs {
-        admin: local(&admin_l, args.admin_addr),
+        admin: admin_addr,
         outbound: local(&outbound_l, args.outbound_addr),
         inbound: local(&inbound_l, inbound_addr),
     };
@@ -183,7 +235,6 @@ async fn serve(args: RunArgs, mut source: StaticSource, logs: telemetry::LogCont
     }
 
     let drain = Arc::new(DrainControl::new());
-    tokio::spawn(admin::serve(admin_l, state.clone()));
     let out_state = state.clone();
     let outbound_task = tokio::spawn(listener::accept_loop(
         outbound_l,
@@ -207,7 +258,10 @@ async fn serve(args: RunArgs, mut source: StaticSource, logs: telemetry::LogCont
 
     loop {
         tokio::select! {
-            _ = hup.recv() => source.reload(&state),
+            _ = hup.recv() => match static_source.as_mut() {
+                Some(source) => source.reload(&state),
+                None => info!("SIGHUP ignored: the config comes from the control plane"),
+            },
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

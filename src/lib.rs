@@ -17,3 +17,4 @@ pub mod snapshot;
 pub mod state;
 pub mod tcp;
 pub mod telemetry;
+pub mod xds_client;

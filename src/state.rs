@@ -92,6 +92,10 @@ impl State {
         self.applied.store(true, Ordering::Release);
     }
 
+    pub fn is_applied(&self) -> bool {
+        self.applied.load(Ordering::Acquire)
+    }
+
     /// For a source that delivers its first config later (xDS): not ready until `install`.
     pub fn await_first_config(&self) {
         self.applied.store(false, Ordering::Release);

@@ -121,6 +121,10 @@ async fn send_h1(
     }
 }
 
+/// Sends of one unprocessed request on new HTTP/2 connections. Concurrent requests racing a
+/// server's GOAWAY may each be refused on a connection or two before one takes them.
+const MAX_REPLAYS: u32 = 4;
+
 async fn send_h2(
     mut req: Request<UpstreamBody>,
     pool: &Arc<EndpointPool>,
@@ -128,7 +132,7 @@ async fn send_h2(
     // A request without a body can go again as it is when the server provably did not
     // process it (a GOAWAY or REFUSED_STREAM race); one with a body streams once.
     let replay = req.body().is_end_stream().then(|| clone_head(&req));
-    let mut fresh = false;
+    let mut replays = 0;
     loop {
         let H2Conn {
             generation,
@@ -145,11 +149,11 @@ async fn send_h2(
                     None => None,
                 };
                 match again {
-                    // The connection went away before the request was processed: once more,
-                    // on a new connection.
-                    Some(r) if !fresh => {
+                    // The connection went away before the request was processed: again, on a
+                    // new connection (bounded: a server may refuse everything).
+                    Some(r) if replays < MAX_REPLAYS => {
                         pool.discard_h2(generation);
-                        fresh = true;
+                        replays += 1;
                         req = r;
                     }
                     _ => return Err(UpstreamError::Http(e.into_error()).into()),
