@@ -1,8 +1,15 @@
-//! `skiff-xds`: the Skiff control plane. For now it validates mesh files (`check`) and runs
-//! a whole demo mesh on loopback (`demo`); the discovery server arrives with issue 4.
+//! `skiff-xds`: the Skiff control plane. `serve` streams the mesh file's resources to
+//! proxies over gRPC (`source`, `server`, `admin`), `status` shows who is in sync, `check`
+//! validates a mesh file and `demo` runs a whole demo mesh on loopback.
 
+pub mod admin;
 pub mod check;
 pub mod demo;
+pub mod metrics;
+pub mod serve;
+pub mod server;
+pub mod source;
+pub mod status;
 
 /// Generated code for the demo echo service (`proto/demo.proto`).
 pub mod pb {

@@ -1,4 +1,5 @@
-//! `skiff-xds` command line: `check` validates a mesh file, `demo` runs a mesh on loopback.
+//! `skiff-xds` command line: `serve` runs the control plane, `status` shows connected proxies,
+//! `check` validates a mesh file, `demo` runs a mesh on loopback.
 //! Each subcommand lives in its own module; this file only parses arguments and dispatches.
 
 use std::{path::PathBuf, process::ExitCode};
@@ -14,6 +15,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the mesh file to proxies over gRPC, reloading it when it changes.
+    Serve(skiff_xds::serve::ServeArgs),
+    /// Show every proxy connected to a running control plane and whether it is in sync.
+    Status(skiff_xds::status::StatusArgs),
     /// Validate a mesh file: exit 0 with a summary, or exit 1 naming every bad field.
     Check {
         /// The mesh file.
@@ -26,6 +31,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => skiff_xds::serve::main(args),
+        Command::Status(args) => skiff_xds::status::main(args),
         Command::Check { path } => skiff_xds::check::run(&path),
         Command::Demo(args) => skiff_xds::demo::main(args),
     }

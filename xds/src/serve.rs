@@ -1,0 +1,127 @@
+//! `skiff-xds serve`: loads the mesh file, binds the gRPC and admin ports, prints the
+//! `skiff-xds listening grpc=ADDR admin=ADDR` line, then serves until Ctrl-C or SIGTERM.
+//! Only wiring: the parts live in `source`, `server` and `admin`.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{
+    admin::{self, AdminState},
+    metrics::Metrics,
+    server::{DiscoveryService, Registry},
+    source::{ConfigStore, file},
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The mesh file, watched for changes (its directory is, so ConfigMap swaps are seen).
+    #[arg(long, env = "SKIFF_XDS_CONFIG")]
+    pub config: PathBuf,
+    /// The discovery gRPC listener; port 0 picks one. Default: 0.0.0.0:15010.
+    #[arg(long, env = "SKIFF_XDS_GRPC_ADDR", default_value = "0.0.0.0:15010")]
+    pub grpc_addr: SocketAddr,
+    /// The admin listener: /ready, /metrics, /proxies. Default: 127.0.0.1:15014.
+    #[arg(long, env = "SKIFF_XDS_ADMIN_ADDR", default_value = "127.0.0.1:15014")]
+    pub admin_addr: SocketAddr,
+}
+
+pub fn main(args: ServeArgs) -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiff-xds: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff-xds: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut metrics_registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut metrics_registry);
+
+    // A control plane that starts on a refused file would have nothing to serve: exit,
+    // naming the field, as `check` does.
+    let initial = match file::load(&args.config) {
+        Ok(r) => r,
+        Err(e) => {
+            metrics.reload(false).inc();
+            return Err(e.into());
+        }
+    };
+    metrics.reload(true).inc();
+    let store = ConfigStore::new(initial);
+    let _watch = file::watch(args.config.clone(), store.clone(), metrics.clone())?;
+    let registry = Arc::new(Registry::default());
+
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding the gRPC address {}", args.grpc_addr))?;
+    let admin = TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
+    let grpc_addr = grpc.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+
+    let admin_state = Arc::new(AdminState {
+        store: store.clone(),
+        registry: registry.clone(),
+        metrics: metrics_registry,
+    });
+    let admin_task = tokio::spawn(admin::serve(admin, admin_state));
+    let discovery = DiscoveryService::new(store, registry, metrics).into_server();
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(discovery)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown_signal());
+
+    println!("skiff-xds listening grpc={grpc_addr} admin={admin_addr}");
+    tracing::info!(%grpc_addr, %admin_addr, config = %args.config.display(), "serving");
+    let result = grpc_server.await;
+    admin_task.abort();
+    result.context("gRPC server failed")
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,142 @@
+//! The YAML file source: loads and validates the mesh file with `skiff_api::load`, then
+//! watches its directory (Kubernetes swaps a ConfigMap's `..data` symlink, so the file itself
+//! is replaced, not written) and reloads after ~100 ms of quiet. A refused file is never pushed.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use skiff_api::{ConfigError, resource::Resources};
+use tokio::sync::mpsc;
+
+use super::ConfigStore;
+use crate::metrics::Metrics;
+
+/// Editors and `kubectl` touch the directory several times per change; wait this long after
+/// the last event before reading.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {error}")]
+    Invalid { path: PathBuf, error: ConfigError },
+    #[error("watching {dir}: {source}")]
+    Watch {
+        dir: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// Reads, validates and compiles the mesh file.
+pub fn load(path: &Path) -> Result<Resources, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mesh = skiff_api::load(&text).map_err(|error| FileError::Invalid {
+        path: path.to_owned(),
+        error,
+    })?;
+    Ok(skiff_api::resource::compile(&mesh))
+}
+
+/// A running watch on the mesh file's directory; dropping it stops the watch.
+pub struct FileWatch {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts watching `path`'s directory and installs every valid new version into `store`.
+pub fn watch(
+    path: PathBuf,
+    store: Arc<ConfigStore>,
+    metrics: Metrics,
+) -> Result<FileWatch, FileError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            // Our own reads show up as access events; reacting to them would loop.
+            Ok(e) if matches!(e.kind, EventKind::Access(_)) => {}
+            Ok(_) => {
+                let _ = tx.send(());
+            }
+            Err(e) => tracing::warn!(error = %e, "file watch error"),
+        })
+        .map_err(|source| FileError::Watch {
+            dir: dir.clone(),
+            source,
+        })?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|source| FileError::Watch {
+            dir: dir.clone(),
+            source,
+        })?;
+    let task = tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: keep draining until the directory has been quiet for DEBOUNCE.
+            loop {
+                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_quiet) => break,
+                }
+            }
+            reload(&path, &store, &metrics).await;
+        }
+    });
+    Ok(FileWatch {
+        _watcher: watcher,
+        task,
+    })
+}
+
+async fn reload(path: &Path, store: &ConfigStore, metrics: &Metrics) {
+    let owned = path.to_owned();
+    let loaded = match tokio::task::spawn_blocking(move || load(&owned)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "config load task failed");
+            return;
+        }
+    };
+    match loaded {
+        Ok(resources) => {
+            store.set_last_error(None);
+            // Events for other files in the directory reload an unchanged file: not counted.
+            if store.install(resources) {
+                metrics.reload(true).inc();
+                tracing::info!(path = %path.display(), version = %store.version(), "config reloaded");
+            } else {
+                tracing::debug!(path = %path.display(), "config unchanged");
+            }
+        }
+        Err(e) => {
+            metrics.reload(false).inc();
+            // One line naming every bad field; the last good config keeps being served.
+            let message = e.to_string().replace(['\r', '\n'], " ");
+            tracing::warn!(error = %message, "config refused; keeping the last good one");
+            store.set_last_error(Some(message));
+        }
+    }
+}

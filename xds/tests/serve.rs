@@ -1,0 +1,507 @@
+//! `skiff-xds serve` end to end: the real binary on port 0, a tonic client as the fake proxy,
+//! `/proxies` and `skiff-xds status` as the observers. Waits are on responses, with deadlines.
+
+use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+
+use skiff_api::{
+    pb::{self, discovery_client::DiscoveryClient},
+    resource::{
+        AUTHORIZATION_TYPE_URL, ENDPOINTS_TYPE_URL, Kind, MESH_SETTINGS_TYPE_URL, SERVICE_TYPE_URL,
+        WORKLOAD_TYPE_URL,
+    },
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    process::{Child, Command},
+    sync::mpsc,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Streaming};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+const MESH: &str = r#"
+services:
+  - name: reviews
+    hosts: [reviews]
+    endpoints:
+      - workload: reviews-v1
+    routes:
+      - name: split
+        backendRefs: [ { service: reviews-v2, weight: 90 }, { service: reviews, weight: 10 } ]
+  - name: reviews-v2
+    connectTimeout: 1s
+    endpoints:
+      - address: 127.0.0.1:9082
+workloads:
+  - name: reviews-v1
+    inbound: { listen: 127.0.0.1:16006, app: 127.0.0.1:9081 }
+authorization:
+  - { name: readers, target: reviews, from: [ spiffe://cluster.local/ns/default/sa/productpage ] }
+"#;
+
+struct Server {
+    _child: Child,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+}
+
+async fn start() -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("mesh.yaml");
+    std::fs::write(&config, MESH).expect("write mesh file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-xds"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn skiff-xds");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    let mut reader = BufReader::new(stdout);
+    tokio::time::timeout(DEADLINE, reader.read_line(&mut line))
+        .await
+        .expect("startup line in time")
+        .expect("read startup line");
+    let rest = line
+        .trim()
+        .strip_prefix("skiff-xds listening ")
+        .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
+    let mut grpc = None;
+    let mut admin = None;
+    for part in rest.split(' ') {
+        match part.split_once('=') {
+            Some(("grpc", a)) => grpc = a.parse().ok(),
+            Some(("admin", a)) => admin = a.parse().ok(),
+            _ => {}
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink).await;
+    });
+    Server {
+        _child: child,
+        _dir: dir,
+        config,
+        grpc: grpc.expect("grpc address"),
+        admin: admin.expect("admin address"),
+    }
+}
+
+impl Server {
+    /// Replaces the mesh file the way a ConfigMap update does: write aside, rename over.
+    fn replace_config(&self, text: &str) {
+        let tmp = self.config.with_file_name(".mesh.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write temp file");
+        std::fs::rename(&tmp, &self.config).expect("rename over the mesh file");
+    }
+}
+
+struct FakeProxy {
+    tx: mpsc::Sender<pb::DiscoveryRequest>,
+    rx: Streaming<pb::DiscoveryResponse>,
+}
+
+fn node(workload: &str) -> Option<pb::Node> {
+    Some(pb::Node {
+        workload: workload.to_owned(),
+        namespace: "default".to_owned(),
+        proxy_version: "test".to_owned(),
+    })
+}
+
+fn subscribe(type_url: &str, names: &[&str]) -> pb::DiscoveryRequest {
+    pb::DiscoveryRequest {
+        type_url: type_url.to_owned(),
+        resource_names_subscribe: names.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Opens a stream whose first request is `first`; the call's own error if it is refused.
+async fn open(addr: SocketAddr, first: pb::DiscoveryRequest) -> Result<FakeProxy, tonic::Status> {
+    let mut client = DiscoveryClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to the control plane");
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(first).await.expect("queue first request");
+    let rsp = tokio::time::timeout(DEADLINE, client.stream(ReceiverStream::new(rx)))
+        .await
+        .expect("stream opened in time")?;
+    Ok(FakeProxy {
+        tx,
+        rx: rsp.into_inner(),
+    })
+}
+
+/// Connects as `default/reviews-v1` and subscribes the way the proxy does.
+async fn connect_proxy(addr: SocketAddr) -> FakeProxy {
+    let mut first = subscribe(WORKLOAD_TYPE_URL, &["default/reviews-v1"]);
+    first.node = node("reviews-v1");
+    let proxy = open(addr, first).await.expect("stream accepted");
+    proxy
+        .send(subscribe(MESH_SETTINGS_TYPE_URL, &["mesh"]))
+        .await;
+    for t in [SERVICE_TYPE_URL, ENDPOINTS_TYPE_URL, AUTHORIZATION_TYPE_URL] {
+        proxy.send(subscribe(t, &["*"])).await;
+    }
+    proxy
+}
+
+impl FakeProxy {
+    async fn send(&self, req: pb::DiscoveryRequest) {
+        self.tx.send(req).await.expect("stream open");
+    }
+
+    async fn recv(&mut self) -> pb::DiscoveryResponse {
+        tokio::time::timeout(DEADLINE, self.rx.message())
+            .await
+            .expect("a response in time")
+            .expect("stream healthy")
+            .expect("stream not ended")
+    }
+
+    async fn ack(&self, rsp: &pb::DiscoveryResponse) {
+        self.send(pb::DiscoveryRequest {
+            type_url: rsp.type_url.clone(),
+            response_nonce: rsp.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn nack(&self, rsp: &pb::DiscoveryResponse, why: &str) {
+        self.send(pb::DiscoveryRequest {
+            type_url: rsp.type_url.clone(),
+            response_nonce: rsp.nonce.clone(),
+            error_detail: Some(pb::Status {
+                code: 3,
+                message: why.to_owned(),
+            }),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// The first response of every type, by type URL, each ACKed.
+    async fn first_round(&mut self) -> Vec<pb::DiscoveryResponse> {
+        let mut got = Vec::new();
+        for _ in Kind::ALL {
+            let rsp = self.recv().await;
+            self.ack(&rsp).await;
+            got.push(rsp);
+        }
+        got.sort_by(|a, b| a.type_url.cmp(&b.type_url));
+        got
+    }
+}
+
+fn names(rsp: &pb::DiscoveryResponse) -> Vec<&str> {
+    rsp.resources.iter().map(|r| r.name.as_str()).collect()
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_string(&mut out))
+        .await
+        .expect("admin answers in time")
+        .expect("read admin answer");
+    assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+    out.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+async fn proxies(admin: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&http_get(admin, "/proxies").await).expect("JSON /proxies")
+}
+
+/// Polls `/proxies` until `ok` holds; panics with the last body at the deadline.
+async fn wait_proxies(
+    admin: SocketAddr,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let body = proxies(admin).await;
+        if ok(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting; last /proxies: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn all_in_sync(body: &serde_json::Value) -> bool {
+    body["proxies"][0]["types"]
+        .as_object()
+        .is_some_and(|t| t.len() == Kind::ALL.len() && t.values().all(|v| v["inSync"] == true))
+}
+
+#[tokio::test]
+async fn first_responses_of_every_type() {
+    let server = start().await;
+    let mut proxy = connect_proxy(server.grpc).await;
+    let got = proxy.first_round().await;
+    let urls: Vec<&str> = got.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            AUTHORIZATION_TYPE_URL,
+            ENDPOINTS_TYPE_URL,
+            MESH_SETTINGS_TYPE_URL,
+            SERVICE_TYPE_URL,
+            WORKLOAD_TYPE_URL
+        ]
+    );
+    assert_eq!(names(&got[0]), ["default/readers"]);
+    assert_eq!(names(&got[1]), ["default/reviews", "default/reviews-v2"]);
+    assert_eq!(names(&got[2]), ["mesh"]);
+    assert_eq!(names(&got[3]), ["default/reviews", "default/reviews-v2"]);
+    assert_eq!(names(&got[4]), ["default/reviews-v1"]);
+    let nonces: std::collections::HashSet<&str> = got.iter().map(|r| r.nonce.as_str()).collect();
+    assert_eq!(nonces.len(), got.len(), "nonces are unique");
+    assert!(got.iter().all(|r| !r.system_version_info.is_empty()));
+}
+
+#[tokio::test]
+async fn unknown_workload_and_missing_node_are_refused() {
+    let server = start().await;
+    let mut first = subscribe(WORKLOAD_TYPE_URL, &["default/nobody"]);
+    first.node = node("nobody");
+    let err = open(server.grpc, first).await.err().expect("refused");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        err.message().contains("default/nobody"),
+        "{}",
+        err.message()
+    );
+
+    let err = open(
+        server.grpc,
+        subscribe(WORKLOAD_TYPE_URL, &["default/reviews-v1"]),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn ack_shows_in_sync_on_proxies_and_status() {
+    let server = start().await;
+    let mut proxy = connect_proxy(server.grpc).await;
+    proxy.first_round().await;
+    let body = wait_proxies(server.admin, all_in_sync).await;
+    assert_eq!(body["proxies"][0]["workload"], "reviews-v1");
+    assert_eq!(body["proxies"][0]["namespace"], "default");
+    assert!(body["lastError"].is_null());
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff-xds"))
+        .args(["status", "--admin", &format!("http://{}", server.admin)])
+        .output()
+        .await
+        .expect("run status");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("reviews-v1"), "{stdout}");
+    assert_eq!(
+        stdout.matches("SYNCED").count(),
+        Kind::ALL.len(),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("STALE"), "{stdout}");
+
+    // The proxy goes away: it leaves /proxies.
+    drop(proxy);
+    wait_proxies(server.admin, |b| {
+        b["proxies"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_fails_without_a_control_plane() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff-xds"))
+        .args(["status", "--admin", &format!("http://{addr}")])
+        .output()
+        .await
+        .expect("run status");
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn atomic_replace_pushes_only_the_changed_service() {
+    let server = start().await;
+    let mut proxy = connect_proxy(server.grpc).await;
+    let before = proxy.first_round().await;
+
+    server.replace_config(&MESH.replace("connectTimeout: 1s", "connectTimeout: 2s"));
+    let rsp = proxy.recv().await;
+    assert_eq!(rsp.type_url, SERVICE_TYPE_URL);
+    assert_eq!(names(&rsp), ["default/reviews-v2"]);
+    assert!(rsp.removed_resources.is_empty());
+    assert_ne!(rsp.system_version_info, before[3].system_version_info);
+    proxy.ack(&rsp).await;
+
+    // A second change of another type: its response is the very next one, so nothing else
+    // was pushed for the first change.
+    server.replace_config(
+        &MESH
+            .replace("connectTimeout: 1s", "connectTimeout: 2s")
+            .replace("sa/productpage", "sa/ratings"),
+    );
+    let rsp = proxy.recv().await;
+    assert_eq!(rsp.type_url, AUTHORIZATION_TYPE_URL);
+    assert_eq!(names(&rsp), ["default/readers"]);
+}
+
+#[tokio::test]
+async fn invalid_edit_pushes_nothing_and_names_the_field() {
+    let server = start().await;
+    let mut proxy = connect_proxy(server.grpc).await;
+    proxy.first_round().await;
+
+    server.replace_config(&MESH.replace(
+        "service: reviews-v2, weight: 90",
+        "service: nowhere, weight: 90",
+    ));
+    let body = wait_proxies(server.admin, |b| b["lastError"].is_string()).await;
+    let error = body["lastError"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("services[0].routes[0].backendRefs[0]"),
+        "{error}"
+    );
+    let metrics = http_get(server.admin, "/metrics").await;
+    assert!(
+        metrics.contains("skiff_xds_config_reloads_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
+
+    // The next response is the next good edit's: the refused one was never pushed.
+    server.replace_config(&MESH.replace("connectTimeout: 1s", "connectTimeout: 3s"));
+    let rsp = proxy.recv().await;
+    assert_eq!(rsp.type_url, SERVICE_TYPE_URL);
+    assert_eq!(names(&rsp), ["default/reviews-v2"]);
+    wait_proxies(server.admin, |b| b["lastError"].is_null()).await;
+}
+
+#[tokio::test]
+async fn nack_shows_on_proxies_with_its_reason() {
+    let server = start().await;
+    let mut proxy = connect_proxy(server.grpc).await;
+    for _ in Kind::ALL {
+        let rsp = proxy.recv().await;
+        if rsp.type_url == SERVICE_TYPE_URL {
+            proxy
+                .nack(
+                    &rsp,
+                    "routes[0].matches[0].path.value: regex does not compile",
+                )
+                .await;
+        } else {
+            proxy.ack(&rsp).await;
+        }
+    }
+    let body = wait_proxies(server.admin, |b| {
+        b["proxies"][0]["types"]["Service"]["lastNack"].is_object()
+    })
+    .await;
+    let service = &body["proxies"][0]["types"]["Service"];
+    assert_eq!(service["inSync"], false);
+    assert!(
+        service["lastNack"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("regex does not compile")),
+        "{body:#}"
+    );
+    let metrics = http_get(server.admin, "/metrics").await;
+    assert!(
+        metrics.contains("skiff_xds_nacks_total{type=\"Service\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_and_unknown_types_do_not_kill_the_server() {
+    let server = start().await;
+
+    // Not HTTP/2 at all.
+    let mut raw = tokio::net::TcpStream::connect(server.grpc)
+        .await
+        .expect("connect");
+    raw.write_all(b"\x00\x01garbage\r\n\r\nmore garbage")
+        .await
+        .expect("write");
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut sink)).await;
+
+    // An unknown type URL is ignored; the stream keeps working.
+    let mut proxy = connect_proxy(server.grpc).await;
+    proxy.first_round().await;
+    proxy
+        .send(subscribe(
+            "type.googleapis.com/skiff.xds.v1.Nonsense",
+            &["*"],
+        ))
+        .await;
+    let mut narrow = subscribe(SERVICE_TYPE_URL, &["default/later"]);
+    narrow.resource_names_unsubscribe = vec!["*".to_owned()];
+    proxy.send(narrow).await;
+    // Drop, then re-add, one Endpoints name: its response proves every request before it
+    // was handled (a stream is handled in order).
+    let mut drop_all = subscribe(ENDPOINTS_TYPE_URL, &[]);
+    drop_all.resource_names_unsubscribe = vec!["*".to_owned()];
+    proxy.send(drop_all).await;
+    proxy
+        .send(subscribe(ENDPOINTS_TYPE_URL, &["default/reviews"]))
+        .await;
+    let rsp = proxy.recv().await;
+    assert_eq!(rsp.type_url, ENDPOINTS_TYPE_URL);
+    assert_eq!(names(&rsp), ["default/reviews"]);
+
+    // A name subscribed before it exists arrives when it appears; nothing unsubscribed does.
+    server.replace_config(&MESH.replace("reviews-v2", "later"));
+    let rsp = proxy.recv().await;
+    assert_eq!(rsp.type_url, SERVICE_TYPE_URL);
+    assert_eq!(names(&rsp), ["default/later"]);
+    assert!(rsp.removed_resources.is_empty());
+
+    // A flood of subscriptions ends that stream with an error, not the server.
+    let mut flood = connect_proxy(server.grpc).await;
+    flood.first_round().await;
+    let many: Vec<String> = (0..100_001).map(|i| format!("default/s{i}")).collect();
+    flood
+        .send(pb::DiscoveryRequest {
+            type_url: SERVICE_TYPE_URL.to_owned(),
+            resource_names_subscribe: many,
+            ..Default::default()
+        })
+        .await;
+    let end = tokio::time::timeout(DEADLINE, flood.rx.message())
+        .await
+        .expect("an answer in time");
+    assert_eq!(end.err().map(|s| s.code()), Some(Code::ResourceExhausted));
+
+    let mut again = connect_proxy(server.grpc).await;
+    assert_eq!(again.first_round().await.len(), Kind::ALL.len());
+}
