@@ -21,3 +21,4 @@ mod routing;
 mod sidecars;
 mod tcp;
 mod websocket;
+mod xds;

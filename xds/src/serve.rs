@@ -58,7 +58,45 @@ fn init_logging() {
         .try_init();
 }
 
-async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// How long `stop` waits for open streams before dropping them.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A control plane serving in this process, stopped by `stop` or on drop.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting and gives open streams a moment to end; proxies stream forever, so
+    /// after `STOP_GRACE` the server is dropped with them still open.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(STOP_GRACE, &mut self.server).await {
+            Ok(joined) => joined.context("gRPC server task")?,
+            Err(_) => {
+                self.server.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Loads the mesh file, starts watching it, binds both listeners and serves in the
+/// background. Tests use this directly; `serve` adds the startup line and signals.
+pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let mut metrics_registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut metrics_registry);
 
@@ -73,7 +111,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     metrics.reload(true).inc();
     let store = ConfigStore::new(initial);
-    let _watch = file::watch(args.config.clone(), store.clone(), metrics.clone())?;
+    let watch = file::watch(args.config.clone(), store.clone(), metrics.clone())?;
     let registry = Arc::new(Registry::default());
 
     let grpc = TcpListener::bind(args.grpc_addr)
@@ -92,15 +130,36 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     let admin_task = tokio::spawn(admin::serve(admin, admin_state));
     let discovery = DiscoveryService::new(store, registry, metrics).into_server();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc_server = tonic::transport::Server::builder()
         .add_service(discovery)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown_signal());
-
-    println!("skiff-xds listening grpc={grpc_addr} admin={admin_addr}");
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async {
+            let _ = stop_rx.await;
+        });
+    let server = tokio::spawn(async move {
+        // The watcher lives as long as the server.
+        let _watch = watch;
+        let result = grpc_server.await;
+        admin_task.abort();
+        result.context("gRPC server failed")
+    });
     tracing::info!(%grpc_addr, %admin_addr, config = %args.config.display(), "serving");
-    let result = grpc_server.await;
-    admin_task.abort();
-    result.context("gRPC server failed")
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        stop: Some(stop_tx),
+        server,
+    })
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let running = start(args).await?;
+    println!(
+        "skiff-xds listening grpc={} admin={}",
+        running.grpc_addr, running.admin_addr
+    );
+    shutdown_signal().await;
+    running.stop().await
 }
 
 async fn shutdown_signal() {

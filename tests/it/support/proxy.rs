@@ -29,6 +29,7 @@ pub struct ProxyBuilder {
     mesh: String,
     workload: Option<(String, String)>,
     args: Vec<String>,
+    xds: Option<String>,
 }
 
 impl ProxyBuilder {
@@ -37,6 +38,15 @@ impl ProxyBuilder {
             mesh: mesh.to_owned(),
             workload: None,
             args: Vec::new(),
+            xds: None,
+        }
+    }
+
+    /// xDS mode: config from the control plane at `url` (needs `.workload(..)`).
+    pub fn xds(url: &str) -> ProxyBuilder {
+        ProxyBuilder {
+            xds: Some(url.to_owned()),
+            ..ProxyBuilder::new("")
         }
     }
 
@@ -64,7 +74,11 @@ impl ProxyBuilder {
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
 
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        cmd.arg("run").arg("--config").arg(&mesh_path);
+        cmd.arg("run");
+        match &self.xds {
+            Some(url) => cmd.args(["--xds", url]),
+            None => cmd.arg("--config").arg(&mesh_path),
+        };
         cmd.args([
             "--admin-addr",
             "127.0.0.1:0",

@@ -1,0 +1,188 @@
+//! xDS mode end to end: a real control plane (`skiff_xds::serve`, in process, watching a real
+//! file) and real `skiff --xds` sidecars. Edits reach the proxies and change their traffic;
+//! a bad edit changes nothing; proxies keep serving while the control plane is gone.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use http::StatusCode;
+use skiff_xds::serve::{ServeArgs, start};
+
+use crate::support::{
+    STEP, client, eventually,
+    proxy::{Proxy, ProxyBuilder},
+    upstream::HttpUpstream,
+};
+
+/// A ConfigMap-style update: write a new file and rename it over the old one.
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write the new mesh file");
+    std::fs::rename(&tmp, path).expect("rename it into place");
+}
+
+fn mesh(v1: &HttpUpstream, v2: &HttpUpstream, w1: u32, w2: u32) -> String {
+    format!(
+        r#"
+services:
+  - name: web
+    endpoints: [ {{ address: "{}" }} ]
+    routes:
+      - name: split
+        backendRefs: [ {{ service: web-v1, weight: {w1} }}, {{ service: web-v2, weight: {w2} }} ]
+  - name: web-v1
+    endpoints: [ {{ address: "{}" }} ]
+  - name: web-v2
+    endpoints: [ {{ address: "{}" }} ]
+workloads:
+  - name: client
+    inbound: {{ listen: "127.0.0.1:1", app: "127.0.0.1:2" }}
+"#,
+        v1.addr(),
+        v1.addr(),
+        v2.addr()
+    )
+}
+
+async fn served_by(proxy: &Proxy) -> Option<String> {
+    let r = client::send_h1(proxy.outbound, client::get("web", "/")).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    r.served_by().map(str::to_owned)
+}
+
+async fn xds_proxy(grpc: SocketAddr) -> Proxy {
+    ProxyBuilder::xds(&format!("http://{grpc}"))
+        .workload("client", "default")
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn file_edits_reach_proxies_and_bad_edits_do_not() {
+    let (v1, v2) = (
+        HttpUpstream::start("v1").await,
+        HttpUpstream::start("v2").await,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mesh.yaml");
+    replace_file(&path, &mesh(&v1, &v2, 100, 0));
+    let cp = start(ServeArgs {
+        config: path.clone(),
+        grpc_addr: "127.0.0.1:0".parse().expect("literal"),
+        admin_addr: "127.0.0.1:0".parse().expect("literal"),
+    })
+    .await
+    .expect("control plane starts");
+    let (a, b) = (xds_proxy(cp.grpc_addr).await, xds_proxy(cp.grpc_addr).await);
+    for p in [&a, &b] {
+        for _ in 0..10 {
+            assert_eq!(served_by(p).await.as_deref(), Some("v1"), "100/0 split");
+        }
+    }
+
+    // 100/0 → 0/100: every proxy applies it, seen through traffic.
+    replace_file(&path, &mesh(&v1, &v2, 0, 100));
+    for p in [&a, &b] {
+        eventually("the new split reaches the proxy", STEP, || async {
+            served_by(p).await.as_deref() == Some("v2")
+        })
+        .await;
+        for _ in 0..10 {
+            assert_eq!(served_by(p).await.as_deref(), Some("v2"), "0/100 split");
+        }
+    }
+
+    // An invalid edit is refused at the control plane: nothing changes at the proxies.
+    let before = a.config_dump().await["version"].clone();
+    replace_file(
+        &path,
+        &mesh(&v1, &v2, 0, 100).replace("weight: 100", "weight: -5"),
+    );
+    eventually("the control plane reports the bad edit", STEP, || async {
+        let body = reqwest_like_get(cp.admin_addr, "/proxies").await;
+        body.contains("backendRefs[1].weight")
+    })
+    .await;
+    assert_eq!(
+        a.config_dump().await["version"],
+        before,
+        "no push reached the proxy"
+    );
+    assert_eq!(served_by(&a).await.as_deref(), Some("v2"));
+
+    // The control plane goes away: the proxies keep serving what they have.
+    cp.stop().await.expect("control plane stops");
+    for p in [&a, &b] {
+        for _ in 0..10 {
+            assert_eq!(
+                served_by(p).await.as_deref(),
+                Some("v2"),
+                "serving without a control plane"
+            );
+        }
+        assert_eq!(
+            p.ready_status().await,
+            Some(StatusCode::OK),
+            "still ready while disconnected"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_workload_keeps_the_proxy_waiting() {
+    let v1 = HttpUpstream::start("v1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mesh.yaml");
+    replace_file(&path, &mesh(&v1, &v1, 1, 1));
+    let cp = start(ServeArgs {
+        config: path,
+        grpc_addr: "127.0.0.1:0".parse().expect("literal"),
+        admin_addr: "127.0.0.1:0".parse().expect("literal"),
+    })
+    .await
+    .expect("control plane starts");
+    // A proxy for a workload the control plane does not know never gets a config, so it
+    // never prints its startup line; it logs the refusal and retries.
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
+    cmd.args([
+        "run",
+        "--xds",
+        &format!("http://{}", cp.grpc_addr),
+        "--workload",
+        "nobody",
+    ])
+    .args([
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--outbound-addr",
+        "127.0.0.1:0",
+        "--inbound-addr",
+        "127.0.0.1:0",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn skiff");
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let refused = crate::support::within("the refusal in the log", STEP, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("nobody") && line.contains("not") {
+                return line;
+            }
+        }
+        panic!("skiff ended without logging the refusal")
+    })
+    .await;
+    assert!(refused.contains("default/nobody"), "{refused}");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the proxy keeps retrying instead of exiting"
+    );
+    let _ = Duration::ZERO;
+}
+
+/// GET on the control plane's admin port, as text.
+async fn reqwest_like_get(addr: SocketAddr, path: &str) -> String {
+    let r = client::send_h1(addr, client::get("admin", path)).await;
+    r.text()
+}
