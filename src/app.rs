@@ -4,8 +4,7 @@
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
-use std::hash::Hasher;
-
+use skiff_api::resource::content_version;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
@@ -18,7 +17,7 @@ use crate::{
     conn, inbound,
     listener::{self, DrainControl},
     outbound,
-    snapshot::{CompileContext, Fnv1a, Snapshot},
+    snapshot::{CompileContext, Snapshot},
     state::{BoundAddrs, State},
     telemetry::{self, Metrics, ReloadResult},
     xds_client::{self, XdsConfig},
@@ -105,11 +104,7 @@ impl StaticSource {
                 .workload
                 .as_deref()
                 .map(|w| (w, self.namespace.as_str())),
-            version: format!("{}-{:016x}", self.generation, {
-                let mut h = Fnv1a::default();
-                h.write(text.as_bytes());
-                h.finish()
-            }),
+            version: format!("{}-{}", self.generation, content_version(text.as_bytes())),
         };
         Snapshot::compile(&mesh, &cx, prev).map_err(|e| e.to_string())
     }

@@ -4,7 +4,10 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use skiff_api::model::{self, LoadBalancer, MeshFile, Protocol};
+use skiff_api::{
+    model::{self, LoadBalancer, MeshFile, Protocol},
+    resource::Fnv1a,
+};
 
 use crate::{
     balance::{Endpoint, EndpointSet, Load},
@@ -284,30 +287,9 @@ impl Snapshot {
     }
 }
 
-/// Host lookups hash short trusted strings from the config, probed with client input: FNV-1a
-/// is far cheaper than SipHash here, and a snapshot's table is rebuilt on every config change.
+/// Host lookups hash short strings from the config, probed with client input: FNV-1a is far
+/// cheaper than SipHash here, and a snapshot's table is rebuilt on every config change.
 type FastHash = std::hash::BuildHasherDefault<Fnv1a>;
-
-/// FNV-1a (64-bit), also used to fingerprint config text.
-#[derive(Clone, Copy, Debug)]
-pub struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
 
 /// `host:port` → `host`; `[v6]:port` → `[v6]`; anything else unchanged.
 fn strip_port(authority: &str) -> &str {

@@ -57,6 +57,11 @@ async fn sigterm_lets_in_flight_request_finish_then_exits_zero() {
         "the in-flight request completes: {r:?}"
     );
     assert_eq!(r.text(), "web GET /slow");
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "a response finished while draining tells the HTTP/1.1 client to close: {r:?}"
+    );
 
     let status = proxy.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "a drained proxy exits 0, got {status:?}");

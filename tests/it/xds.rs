@@ -2,7 +2,7 @@
 //! file) and real `skiff --xds` sidecars. Edits reach the proxies and change their traffic;
 //! a bad edit changes nothing; proxies keep serving while the control plane is gone.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path};
 
 use http::StatusCode;
 use skiff_xds::serve::{ServeArgs, start};
@@ -98,7 +98,7 @@ async fn file_edits_reach_proxies_and_bad_edits_do_not() {
         &mesh(&v1, &v2, 0, 100).replace("weight: 100", "weight: -5"),
     );
     eventually("the control plane reports the bad edit", STEP, || async {
-        let body = reqwest_like_get(cp.admin_addr, "/proxies").await;
+        let body = admin_text(cp.admin_addr, "/proxies").await;
         body.contains("backendRefs[1].weight")
     })
     .await;
@@ -178,11 +178,10 @@ async fn unknown_workload_keeps_the_proxy_waiting() {
         child.try_wait().expect("wait").is_none(),
         "the proxy keeps retrying instead of exiting"
     );
-    let _ = Duration::ZERO;
 }
 
 /// GET on the control plane's admin port, as text.
-async fn reqwest_like_get(addr: SocketAddr, path: &str) -> String {
+async fn admin_text(addr: SocketAddr, path: &str) -> String {
     let r = client::send_h1(addr, client::get("admin", path)).await;
     r.text()
 }
