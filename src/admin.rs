@@ -159,5 +159,12 @@ fn config_dump(state: &State) -> Value {
         "trustDomain": &snap.trust_domain,
         "inbound": inbound,
         "services": services,
+        "xds": state.xds_status().map(|x| json!(&*x)),
+        "onDemand": state.on_demand().map(|od| {
+            od.lookups()
+                .into_iter()
+                .map(|(alias, answer)| (alias, json!(answer)))
+                .collect::<serde_json::Map<_, _>>()
+        }),
     })
 }

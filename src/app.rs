@@ -40,6 +40,8 @@ pub fn run(args: RunArgs) -> ExitCode {
             url: url.clone(),
             workload: workload.clone(),
             namespace: args.namespace.clone(),
+            fetch_timeout: args.xds_fetch_timeout.get(),
+            idle_timeout: args.xds_idle_timeout.get(),
         }),
         (None, Some(_), None) => {
             error!(

@@ -24,6 +24,14 @@ pub struct RunArgs {
     /// Namespace of `--workload`. Default: default.
     #[arg(long, env = "SKIFF_NAMESPACE", default_value = "default")]
     pub namespace: String,
+    /// xDS mode: how long a request to a service the proxy does not hold yet waits for the
+    /// control plane to send it (then 503 `unknown-service`). Default: 2s.
+    #[arg(long, env = "SKIFF_XDS_FETCH_TIMEOUT", default_value = "2s")]
+    pub xds_fetch_timeout: Dur,
+    /// xDS mode: a service no request used for this long is unsubscribed and forgotten.
+    /// Default: 5m.
+    #[arg(long, env = "SKIFF_XDS_IDLE_TIMEOUT", default_value = "5m")]
+    pub xds_idle_timeout: Dur,
     /// Bootstrap token proving the workload's identity to the control plane.
     #[arg(long, env = "SKIFF_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,

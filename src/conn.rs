@@ -19,6 +19,10 @@ use crate::{
 
 /// What one side needs from a connection besides HTTP routing.
 pub trait Side: Handler {
+    /// Before anything else: fetch what the connection's destination needs (on demand).
+    fn prefetch(&self, _state: &State) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// Skip detection: the destination is a server-speaks-first port or a TCP service.
     fn is_opaque(&self, state: &State, snap: &Snapshot, dst: SocketAddr) -> bool;
     /// Where opaque bytes go, if anywhere.
@@ -34,6 +38,7 @@ pub async fn serve<S: Side>(acc: Accepted, state: Arc<State>, side: Arc<S>) {
         drain,
         ..
     } = acc;
+    side.prefetch(&state).await;
     let opaque = side.is_opaque(&state, &state.snapshot(), dst);
     let (found, prefix) = if opaque {
         (None, Bytes::new())

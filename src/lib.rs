@@ -10,6 +10,7 @@ pub mod detect;
 pub mod http;
 pub mod inbound;
 pub mod listener;
+pub mod ondemand;
 pub mod outbound;
 pub mod resilience;
 pub mod route;

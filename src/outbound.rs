@@ -5,7 +5,10 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use http::request::Parts;
-use skiff_api::model::Protocol;
+use skiff_api::{
+    model::Protocol,
+    resource::{addr_alias, host_alias},
+};
 
 use crate::{
     conn::Side,
@@ -37,7 +40,19 @@ impl Handler for Outbound {
             .ok_or_else(|| RouteError::UnknownService {
                 authority: authority(parts).map(str::to_owned),
             })?;
+        svc.touch();
         Ok(svc.route(parts))
+    }
+
+    fn on_demand_aliases(&self, parts: &Parts) -> Vec<String> {
+        let mut aliases = Vec::with_capacity(2);
+        if let Some(d) = self.dst {
+            aliases.push(addr_alias(d));
+        }
+        if let Some(a) = authority(parts) {
+            aliases.push(host_alias(a));
+        }
+        aliases
     }
 
     fn unrouted<'s>(&self, state: &'s State) -> &'s RouteStats {
@@ -46,6 +61,20 @@ impl Handler for Outbound {
 }
 
 impl Side for Outbound {
+    fn prefetch(&self, state: &State) -> impl Future<Output = ()> + Send {
+        let wanted = match (self.dst, state.on_demand()) {
+            (Some(dst), Some(od)) if state.snapshot().service_by_addr(dst).is_none() => {
+                Some((od, [addr_alias(dst)]))
+            }
+            _ => None,
+        };
+        async move {
+            if let Some((od, alias)) = wanted {
+                od.fetch(&alias).await;
+            }
+        }
+    }
+
     fn is_opaque(&self, state: &State, snap: &Snapshot, dst: SocketAddr) -> bool {
         state.settings.is_opaque_port(dst.port())
             || self
@@ -57,10 +86,12 @@ impl Side for Outbound {
     }
 
     fn opaque_target(&self, snap: &Snapshot, _dst: SocketAddr) -> Option<Arc<Cluster>> {
-        self.dst
+        let svc = self
+            .dst
             .and_then(|d| snap.service_by_addr(d))
-            .or_else(|| snap.catch_all())
-            .map(|s| s.cluster.clone())
+            .or_else(|| snap.catch_all())?;
+        svc.touch();
+        Some(svc.cluster.clone())
     }
 
     fn tcp_stats<'s>(&self, state: &'s State) -> &'s TcpStats {

@@ -2,11 +2,19 @@
 //! route tables, clusters with their endpoints. Endpoint load and connections carry over from
 //! the previous snapshot, so a reload keeps pools warm and LB state intact.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use skiff_api::{
     model::{self, LoadBalancer, MeshFile, Protocol},
-    resource::Fnv1a,
+    resource::{Fnv1a, strip_port},
 };
 
 use crate::{
@@ -79,6 +87,8 @@ pub struct Service {
     pub protocol: Protocol,
     pub cluster: Arc<Cluster>,
     pub routes: Table,
+    /// A request used it since the xDS client's last idle sweep (shared across snapshots).
+    pub used: Arc<AtomicBool>,
 }
 
 /// This sidecar's workload: where its inbound side listens and where the app is.
@@ -112,7 +122,14 @@ pub struct CompileContext<'a> {
     pub version: String,
 }
 
-type Carry = HashMap<(String, String, SocketAddr), Arc<Endpoint>>;
+#[derive(Default)]
+struct Carry {
+    endpoints: HashMap<(String, String, SocketAddr), Arc<Endpoint>>,
+    used: HashMap<(String, String), Arc<AtomicBool>>,
+}
+
+/// A service left out of a leniently compiled snapshot: its `namespace/name` and why.
+pub type Skipped = (String, SnapshotError);
 
 impl Snapshot {
     /// Compiles a validated mesh file. `prev` lends its endpoints (load estimates and pooled
@@ -122,6 +139,38 @@ impl Snapshot {
         cx: &CompileContext<'_>,
         prev: Option<&Snapshot>,
     ) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build(mesh, cx, prev, None)
+    }
+
+    /// Like [`Snapshot::compile`], but a service that does not compile is left out and
+    /// reported instead of failing the whole snapshot (xDS: one bad resource is NACKed, the
+    /// others apply). Errors outside services (the workload) still fail it.
+    pub fn compile_lenient(
+        mesh: &MeshFile,
+        cx: &CompileContext<'_>,
+        prev: Option<&Snapshot>,
+    ) -> Result<(Snapshot, Vec<Skipped>), SnapshotError> {
+        let mut skipped = Vec::new();
+        let snap = Snapshot::build(mesh, cx, prev, Some(&mut skipped))?;
+        Ok((snap, skipped))
+    }
+
+    fn build(
+        mesh: &MeshFile,
+        cx: &CompileContext<'_>,
+        prev: Option<&Snapshot>,
+        mut skipped: Option<&mut Vec<Skipped>>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let mut skip = |svc: &model::Service, e: SnapshotError| match skipped.as_deref_mut() {
+            Some(list) => {
+                list.push((
+                    skiff_api::resource::resource_name(&svc.namespace, &svc.name),
+                    e,
+                ));
+                Ok(())
+            }
+            None => Err(e),
+        };
         let carry = prev.map(carry_from).unwrap_or_default();
         let workloads: HashMap<(&str, &str), &model::Workload> = mesh
             .workloads
@@ -131,8 +180,12 @@ impl Snapshot {
 
         let mut clusters: HashMap<(String, String), Arc<Cluster>> = HashMap::new();
         for (i, svc) in mesh.services.iter().enumerate() {
-            let cluster = compile_cluster(i, svc, &workloads, cx.settings, &carry)?;
-            clusters.insert((svc.name.clone(), svc.namespace.clone()), Arc::new(cluster));
+            match compile_cluster(i, svc, &workloads, cx.settings, &carry) {
+                Ok(cluster) => {
+                    clusters.insert((svc.name.clone(), svc.namespace.clone()), Arc::new(cluster));
+                }
+                Err(e) => skip(svc, e)?,
+            }
         }
 
         let mut services = Vec::with_capacity(mesh.services.len());
@@ -146,19 +199,35 @@ impl Snapshot {
                     .get(&(name.to_owned(), ns.unwrap_or(&svc.namespace).to_owned()))
                     .cloned()
             };
-            let mut routes = Vec::with_capacity(svc.routes.len());
-            for (k, r) in svc.routes.iter().enumerate() {
-                let name = r.name.clone().unwrap_or_else(|| format!("route-{k}"));
-                let stats = cx.metrics.route(Direction::Outbound, &svc.name, &name);
-                routes.push(Route::compile(
-                    &format!("services[{i}].routes[{k}]"),
-                    &name,
-                    r,
-                    &own,
-                    &resolve,
-                    stats,
-                )?);
-            }
+            let compiled: Result<Vec<Route>, CompileError> = svc
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(k, r)| {
+                    let name = r.name.clone().unwrap_or_else(|| format!("route-{k}"));
+                    let stats = cx.metrics.route(Direction::Outbound, &svc.name, &name);
+                    Route::compile(
+                        &format!("services[{i}].routes[{k}]"),
+                        &name,
+                        r,
+                        &own,
+                        &resolve,
+                        stats,
+                    )
+                })
+                .collect();
+            let routes = match compiled {
+                Ok(routes) => routes,
+                Err(e) => {
+                    skip(svc, e.into())?;
+                    continue;
+                }
+            };
+            let used = carry
+                .used
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(AtomicBool::new(true)));
             let default = Route::fallback(
                 DEFAULT_ROUTE,
                 own.clone(),
@@ -173,6 +242,7 @@ impl Snapshot {
                 protocol: svc.protocol,
                 cluster: own,
                 routes: Table::new(routes, default),
+                used,
             }));
         }
 
@@ -205,6 +275,7 @@ impl Snapshot {
                 })?;
                 w.inbound.as_ref().map(|ib| {
                     let carried = carry
+                        .endpoints
                         .get(&(INBOUND_CLUSTER.to_owned(), String::new(), ib.app))
                         .cloned();
                     let cluster = Arc::new(match carried {
@@ -291,25 +362,11 @@ impl Snapshot {
 /// cheaper than SipHash here, and a snapshot's table is rebuilt on every config change.
 type FastHash = std::hash::BuildHasherDefault<Fnv1a>;
 
-/// `host:port` → `host`; `[v6]:port` → `[v6]`; anything else unchanged.
-fn strip_port(authority: &str) -> &str {
-    match authority.rsplit_once(':') {
-        Some((host, port))
-            if !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
-                && (!host.contains(':') || host.ends_with(']')) =>
-        {
-            host
-        }
-        _ => authority,
-    }
-}
-
 fn carry_from(prev: &Snapshot) -> Carry {
-    let mut carry = Carry::new();
+    let mut carry = Carry::default();
     let mut add = |c: &Cluster| {
         for e in c.endpoints.endpoints() {
-            carry.insert(
+            carry.endpoints.insert(
                 (c.name.to_string(), c.namespace.to_string(), e.addr),
                 e.clone(),
             );
@@ -317,6 +374,10 @@ fn carry_from(prev: &Snapshot) -> Carry {
     };
     for s in &prev.services {
         add(&s.cluster);
+        carry.used.insert(
+            (s.name.to_string(), s.namespace.to_string()),
+            s.used.clone(),
+        );
     }
     if let Some(ib) = &prev.inbound {
         for (c, _) in ib.route.backends() {
@@ -377,6 +438,7 @@ fn compile_cluster(
             }
         };
         let kept = carry
+            .endpoints
             .get(&(svc.name.clone(), svc.namespace.clone(), addr))
             .filter(|e| e.pool.connect_timeout() == connect_timeout && e.workload == workload)
             .cloned();
@@ -396,17 +458,11 @@ impl Service {
     pub fn route(&self, req: &http::request::Parts) -> &Route {
         self.routes.select(req)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strips_ports() {
-        assert_eq!(strip_port("reviews:9080"), "reviews");
-        assert_eq!(strip_port("reviews"), "reviews");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("::1"), "::1");
+    /// Marks the service used (kept subscribed); a load first, so the hot path rarely writes.
+    pub fn touch(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
     }
 }

@@ -15,8 +15,10 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::{
     bootstrap::Settings,
+    ondemand::OnDemand,
     snapshot::Snapshot,
     telemetry::{DetectStats, Direction, LogControl, Metrics, RouteStats, TcpStats},
+    xds_client::XdsStatus,
 };
 
 /// The addresses the listeners actually bound.
@@ -48,6 +50,10 @@ pub struct State {
     pub detect: DetectStats,
     /// Ports whose detection timeout was already logged (logged once per port).
     timeout_ports: Mutex<HashSet<u16>>,
+    /// xDS mode: outbound services fetched when first addressed.
+    on_demand: OnceLock<Arc<OnDemand>>,
+    /// xDS mode: the discovery stream's state, for `/config_dump`.
+    xds: ArcSwapOption<XdsStatus>,
 }
 
 impl State {
@@ -76,6 +82,8 @@ impl State {
             tcp_inbound: metrics.tcp(Direction::Inbound),
             detect: DetectStats::new(&metrics),
             timeout_ports: Mutex::new(HashSet::new()),
+            on_demand: OnceLock::new(),
+            xds: ArcSwapOption::empty(),
             metrics,
         }
     }
@@ -133,6 +141,23 @@ impl State {
             .lock()
             .map(|mut s| s.insert(port))
             .unwrap_or(false)
+    }
+
+    /// xDS mode: turns on on-demand outbound discovery (once, at start).
+    pub fn set_on_demand(&self, od: Arc<OnDemand>) {
+        let _ = self.on_demand.set(od);
+    }
+
+    pub fn on_demand(&self) -> Option<&Arc<OnDemand>> {
+        self.on_demand.get()
+    }
+
+    pub fn set_xds_status(&self, status: XdsStatus) {
+        self.xds.store(Some(Arc::new(status)));
+    }
+
+    pub fn xds_status(&self) -> Option<Arc<XdsStatus>> {
+        self.xds.load_full()
     }
 
     /// Ready: a config is applied, listeners are bound, not draining. A source that loses its

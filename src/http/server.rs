@@ -25,6 +25,10 @@ pub trait Handler: Send + Sync + 'static {
     fn resolve<'a>(&'a self, snap: &'a Snapshot, parts: &Parts) -> Result<&'a Route, RouteError>;
     /// Counters for requests that found no route.
     fn unrouted<'s>(&self, state: &'s State) -> &'s RouteStats;
+    /// On-demand discovery: the aliases to subscribe to when `resolve` found no service.
+    fn on_demand_aliases(&self, _parts: &Parts) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 async fn handle<H: Handler>(
@@ -37,26 +41,56 @@ async fn handle<H: Handler>(
     let grpc = is_grpc(req.headers());
     let snap = state.snapshot();
     let (parts, body) = req.into_parts();
-    let (stats, result) = match handler.resolve(&snap, &parts) {
-        Ok(route) => {
-            route.stats.requests.inc();
-            (
-                &route.stats,
-                forward(route, parts, body, version, state.settings.max_header_bytes).await,
-            )
-        }
-        Err(e) => {
-            let stats = handler.unrouted(state);
-            stats.requests.inc();
-            (stats, Err(e.into()))
-        }
+    let miss = match handler.resolve(&snap, &parts) {
+        Ok(route) => return routed(state, route, parts, body, version, grpc, start).await,
+        Err(e) => e,
     };
-    let rsp = result.unwrap_or_else(|e| {
-        debug!(error = %e, "request failed");
-        synthesize(&e, grpc)
-    });
+    // xDS: the service may exist and not be held yet; ask for it and look again.
+    let miss = match state.on_demand() {
+        Some(od) if matches!(miss, RouteError::UnknownService { .. }) => {
+            let aliases = handler.on_demand_aliases(&parts);
+            if aliases.is_empty() {
+                miss
+            } else {
+                od.fetch(&aliases).await;
+                let snap = state.snapshot();
+                match handler.resolve(&snap, &parts) {
+                    Ok(route) => {
+                        return routed(state, route, parts, body, version, grpc, start).await;
+                    }
+                    Err(e) => e,
+                }
+            }
+        }
+        _ => miss,
+    };
+    let stats = handler.unrouted(state);
+    stats.requests.inc();
+    let rsp = failed(&miss.into(), grpc);
     stats.record(rsp.status().as_u16(), start.elapsed());
     rsp
+}
+
+async fn routed(
+    state: &State,
+    route: &Route,
+    parts: Parts,
+    body: Incoming,
+    version: Version,
+    grpc: bool,
+    start: Instant,
+) -> Response<ProxyBody> {
+    route.stats.requests.inc();
+    let rsp = forward(route, parts, body, version, state.settings.max_header_bytes)
+        .await
+        .unwrap_or_else(|e| failed(&e, grpc));
+    route.stats.record(rsp.status().as_u16(), start.elapsed());
+    rsp
+}
+
+fn failed(e: &super::ProxyError, grpc: bool) -> Response<ProxyBody> {
+    debug!(error = %e, "request failed");
+    synthesize(e, grpc)
 }
 
 /// Serves HTTP on `io` until the client closes, or until drain completes in-flight requests.

@@ -92,6 +92,46 @@ pub fn resource_name(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// Prefix of a Service alias by authority: `host:reviews:9080`.
+pub const HOST_ALIAS: &str = "host:";
+/// Prefix of a Service alias by original destination: `addr:10.96.0.7:80`.
+pub const ADDR_ALIAS: &str = "addr:";
+/// The alias of the catch-all service (`hosts: ["*"]`).
+pub const CATCH_ALL_ALIAS: &str = "host:*";
+
+/// The Service alias for an authority as a request wrote it (lowercased).
+pub fn host_alias(authority: &str) -> String {
+    let mut alias = String::with_capacity(HOST_ALIAS.len() + authority.len());
+    alias.push_str(HOST_ALIAS);
+    alias.extend(authority.chars().map(|c| c.to_ascii_lowercase()));
+    alias
+}
+
+/// The Service alias for an original destination.
+pub fn addr_alias(addr: std::net::SocketAddr) -> String {
+    format!("{ADDR_ALIAS}{addr}")
+}
+
+/// Whether a subscribed name is an alias rather than a resource name (resource names hold no
+/// `:`, being DNS labels around one `/`, or `mesh`).
+pub fn is_alias(name: &str) -> bool {
+    name.starts_with(HOST_ALIAS) || name.starts_with(ADDR_ALIAS)
+}
+
+/// `host:port` → `host`; `[v6]:port` → `[v6]`; anything else unchanged.
+pub fn strip_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            host
+        }
+        _ => authority,
+    }
+}
+
 /// The content version of an encoded message: FNV-1a (64-bit) of its bytes, as 16 lowercase
 /// hex digits. Stable across processes and releases, unlike `std`'s hasher; messages encode
 /// deterministically (maps are `BTreeMap`s), so equal content gives equal versions.
@@ -147,6 +187,7 @@ impl<T: Message> Compiled<T> {
                 type_url: kind.type_url().to_owned(),
                 value,
             }),
+            aliases: Vec::new(),
         };
         Compiled { message, resource }
     }
@@ -174,6 +215,10 @@ pub struct Resources {
     pub authorizations: BTreeMap<String, Compiled<pb::Authorization>>,
     /// Named [`MESH_SETTINGS_NAME`].
     pub mesh: Compiled<pb::MeshSettings>,
+    /// Lowercase host (as in `hosts`, `*` included) → the service's resource name.
+    pub hosts: BTreeMap<String, String>,
+    /// Service address → the service's resource name.
+    pub addresses: BTreeMap<std::net::SocketAddr, String>,
 }
 
 /// Compiles a mesh file that passed [`crate::validate::validate`] into resources. Values the
@@ -194,9 +239,24 @@ pub fn compile(mesh: &MeshFile) -> Resources {
             MESH_SETTINGS_NAME.to_owned(),
             encode::mesh_settings(&mesh.mesh),
         ),
+        hosts: BTreeMap::new(),
+        addresses: BTreeMap::new(),
     };
     for svc in &mesh.services {
         let name = resource_name(&svc.namespace, &svc.name);
+        // First claim wins, as in the proxy's tables (validation keeps claims unique).
+        for h in svc.effective_hosts(trust_domain) {
+            resources
+                .hosts
+                .entry(h.to_ascii_lowercase())
+                .or_insert_with(|| name.clone());
+        }
+        for a in &svc.addresses {
+            resources
+                .addresses
+                .entry(*a)
+                .or_insert_with(|| name.clone());
+        }
         let endpoints = encode::endpoints(svc, &workloads, trust_domain);
         resources.endpoints.insert(
             name.clone(),
@@ -235,6 +295,28 @@ impl Resources {
             Kind::Authorization => self.authorizations.get(name).map(|c| &c.resource),
             Kind::MeshSettings => (name == MESH_SETTINGS_NAME).then_some(&self.mesh.resource),
         }
+    }
+
+    /// The resource name a subscribed name stands for: a Service alias resolves to the
+    /// service claiming that host (exactly, then without the port) or address; any other
+    /// name is itself if such a resource exists.
+    pub fn resolve<'a>(&'a self, kind: Kind, name: &'a str) -> Option<&'a str> {
+        if kind == Kind::Service {
+            if let Some(authority) = name.strip_prefix(HOST_ALIAS) {
+                let found = self.hosts.get(authority).or_else(|| {
+                    let host = strip_port(authority);
+                    (host.len() != authority.len())
+                        .then(|| self.hosts.get(host))
+                        .flatten()
+                });
+                return found.map(String::as_str);
+            }
+            if let Some(addr) = name.strip_prefix(ADDR_ALIAS) {
+                let addr: std::net::SocketAddr = addr.parse().ok()?;
+                return self.addresses.get(&addr).map(String::as_str);
+            }
+        }
+        self.get(kind, name).map(|r| r.name.as_str())
     }
 
     /// Every resource of a kind, in name order.

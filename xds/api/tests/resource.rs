@@ -376,6 +376,7 @@ fn envelope<T: Message>(kind: Kind, name: &str, message: &T) -> pb::Resource {
             type_url: kind.type_url().to_owned(),
             value,
         }),
+        aliases: Vec::new(),
     }
 }
 
@@ -651,4 +652,47 @@ fn decoded_resources_know_their_kind_and_name() {
             assert_eq!((d.kind(), d.name()), (kind, r.name.clone()));
         }
     }
+}
+
+#[test]
+fn aliases_resolve_like_the_proxy() {
+    let mesh = skiff_api::load(
+        "services:\n  - name: reviews\n    addresses: [\"10.96.0.7:80\"]\n  - name: ports\n    hosts: [\"ports:8080\"]\n  - name: any\n    hosts: [\"*\"]\n",
+    )
+    .expect("valid mesh");
+    let res = skiff_api::resource::compile(&mesh);
+    let resolve = |name: &str| res.resolve(Kind::Service, name).map(str::to_owned);
+    assert_eq!(resolve("host:reviews").as_deref(), Some("default/reviews"));
+    assert_eq!(
+        resolve("host:reviews.default.svc.cluster.local:9080").as_deref(),
+        Some("default/reviews"),
+        "the port is dropped when the exact authority is not claimed"
+    );
+    assert_eq!(resolve("host:ports:8080").as_deref(), Some("default/ports"));
+    assert_eq!(
+        resolve("host:ports:9090"),
+        None,
+        "only that port was claimed"
+    );
+    assert_eq!(
+        resolve("addr:10.96.0.7:80").as_deref(),
+        Some("default/reviews")
+    );
+    assert_eq!(resolve("addr:10.96.0.7:81"), None);
+    assert_eq!(resolve("addr:garbage"), None);
+    assert_eq!(resolve("host:*").as_deref(), Some("default/any"));
+    assert_eq!(resolve("host:nowhere"), None);
+    assert_eq!(
+        resolve("default/reviews").as_deref(),
+        Some("default/reviews")
+    );
+    assert_eq!(
+        res.resolve(Kind::Endpoints, "host:reviews"),
+        None,
+        "only Services take aliases"
+    );
+    assert_eq!(
+        skiff_api::resource::host_alias("Reviews:9080"),
+        "host:reviews:9080"
+    );
 }

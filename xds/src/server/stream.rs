@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use prometheus_client::metrics::counter::Counter;
 use skiff_api::{
     pb,
-    resource::{Kind, Resources},
+    resource::{Kind, Resources, is_alias},
 };
 use tonic::Status;
 
@@ -37,18 +37,14 @@ struct TypeState {
     names: BTreeSet<String>,
     /// Resource name → the version the proxy holds (or was last sent).
     held: HashMap<String, String>,
+    /// Alias → the resource name it was last announced as (`None`: announced as unclaimed).
+    announced: HashMap<String, Option<String>>,
     /// The first request of this type was seen (its `initial_resource_versions` applied).
     seen: bool,
     /// At least one response of this type went out.
     responded: bool,
     /// (nonce, system version) of responses not yet answered, oldest first.
     pending: VecDeque<(String, String)>,
-}
-
-impl TypeState {
-    fn is_subscribed(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
-    }
 }
 
 impl StreamState {
@@ -156,43 +152,80 @@ impl StreamState {
     }
 
     /// What the proxy lacks of `kind`; the first response of a type goes out even if empty.
+    /// Subscribed aliases are resolved against this config: the resource they stand for is
+    /// sent with them listed, one that nothing claims is announced as removed (once), and so
+    /// is a held resource that is gone while still subscribed.
     fn diff(&mut self, kind: Kind, resources: &Resources) -> Option<pb::DiscoveryResponse> {
         let ts = self.types.get_mut(&kind)?;
-        // Names it no longer subscribes to are the proxy's to drop, not ours to announce.
-        ts.held
-            .retain(|name, _| ts.wildcard || ts.names.contains(name));
-        let mut removed: Vec<String> = ts
-            .held
-            .keys()
-            .filter(|name| resources.get(kind, name).is_none())
-            .cloned()
-            .collect();
-        removed.sort();
-        for name in &removed {
-            ts.held.remove(name);
-        }
-        let mut out = Vec::new();
-        let mut offer = |r: &pb::Resource, held: &mut HashMap<String, String>| {
-            if held.get(&r.name) != Some(&r.version) {
-                held.insert(r.name.clone(), r.version.clone());
-                out.push(r.clone());
-            }
-        };
+        // Resource name → the subscribed aliases that resolve to it.
+        let mut want: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut unclaimed = Vec::new();
         if ts.wildcard {
             for r in resources.of_kind(kind) {
-                offer(r, &mut ts.held);
-            }
-        } else {
-            for name in &ts.names {
-                if let Some(r) = resources.get(kind, name) {
-                    offer(r, &mut ts.held);
-                }
+                want.entry(r.name.as_str()).or_default();
             }
         }
+        for name in &ts.names {
+            match resources.resolve(kind, name) {
+                Some(found) if found == name => {
+                    want.entry(found).or_default();
+                }
+                Some(found) => want.entry(found).or_default().push(name),
+                None if is_alias(name) => unclaimed.push(name.as_str()),
+                None => {}
+            }
+        }
+        // Held but no longer wanted: announced if the proxy still subscribes to it (the
+        // resource is gone, or its alias now means another); dropped quietly if the proxy
+        // unsubscribed (it forgets what it unsubscribed from itself).
+        let unwanted: Vec<String> = ts
+            .held
+            .keys()
+            .filter(|name| !want.contains_key(name.as_str()))
+            .cloned()
+            .collect();
+        let mut removed = Vec::new();
+        for name in unwanted {
+            ts.held.remove(&name);
+            let still_subscribed = ts.wildcard
+                || ts.names.contains(&name)
+                || ts.announced.iter().any(|(alias, found)| {
+                    found.as_deref() == Some(name.as_str()) && ts.names.contains(alias)
+                });
+            if still_subscribed {
+                removed.push(name);
+            }
+        }
+        let mut out = Vec::new();
+        for (name, aliases) in &want {
+            let Some(r) = resources.get(kind, name) else {
+                continue;
+            };
+            let new_alias = aliases
+                .iter()
+                .any(|a| ts.announced.get(*a).and_then(Option::as_deref) != Some(*name));
+            if ts.held.get(*name) != Some(&r.version) || new_alias {
+                ts.held.insert((*name).to_owned(), r.version.clone());
+                for a in aliases {
+                    ts.announced
+                        .insert((*a).to_owned(), Some((*name).to_owned()));
+                }
+                let mut r = r.clone();
+                r.aliases = aliases.iter().map(|a| (*a).to_owned()).collect();
+                out.push(r);
+            }
+        }
+        for alias in unclaimed {
+            if ts.announced.get(alias) != Some(&None) {
+                ts.announced.insert(alias.to_owned(), None);
+                removed.push(alias.to_owned());
+            }
+        }
+        ts.announced.retain(|alias, _| ts.names.contains(alias));
+        removed.sort();
         if out.is_empty() && removed.is_empty() && ts.responded {
             return None;
         }
-        debug_assert!(out.iter().all(|r| ts.is_subscribed(&r.name)));
         ts.responded = true;
         self.nonce_seq += 1;
         let nonce = format!("{}-{}", self.id, self.nonce_seq);
@@ -306,5 +339,42 @@ mod tests {
         flood.resource_names_subscribe = many;
         let err = s.on_request(flood, &res).expect_err("refused");
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn aliases_resolve_and_unclaimed_ones_are_announced_once() {
+        let res = resources(MESH);
+        let mut s = state();
+        let rsp = s
+            .on_request(req(&["host:a:8080", "host:nobody"]), &res)
+            .expect("ok")
+            .expect("a response");
+        assert_eq!(names(&rsp), ["default/a"]);
+        assert_eq!(rsp.resources[0].aliases, ["host:a:8080"]);
+        assert_eq!(rsp.removed_resources, ["host:nobody"]);
+        assert!(s.on_config(&res).is_empty(), "nothing new to say");
+
+        // A second alias of a held resource is announced even though its version is known.
+        let rsp = s
+            .on_request(req(&["addr:127.0.0.9:80", "host:a"]), &res)
+            .expect("ok")
+            .expect("a response");
+        assert_eq!(names(&rsp), ["default/a"]);
+        assert_eq!(rsp.resources[0].aliases, ["host:a", "host:a:8080"]);
+        assert_eq!(rsp.removed_resources, ["addr:127.0.0.9:80"]);
+
+        // The service goes away: its name and its aliases are announced as removed.
+        let fewer =
+            resources("services:\n  - name: b\n    endpoints: [ { address: 127.0.0.1:2 } ]\n");
+        let out = s.on_config(&fewer);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].removed_resources,
+            ["default/a", "host:a", "host:a:8080"]
+        );
+        // It comes back: the aliases resolve again.
+        let out = s.on_config(&res);
+        assert_eq!(out.len(), 1);
+        assert_eq!(names(&out[0]), ["default/a"]);
     }
 }

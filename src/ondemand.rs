@@ -1,0 +1,218 @@
+//! On-demand outbound discovery: a request for a service the snapshot does not hold asks the
+//! xDS client to subscribe to it by what the app addressed (a host or an original destination)
+//! and waits, bounded, for the answer. Owns the lookup table and its waiters; the xDS client
+//! owns the subscriptions and reports each lookup as found or missing.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, watch};
+use tracing::warn;
+
+/// Lookups one proxy keeps at once (pending, found or missing). An app that addresses more
+/// distinct unknown hosts gets 503 `unknown-service` for the rest without a subscription.
+const MAX_LOOKUPS: usize = 10_000;
+
+/// What the control plane said about one alias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Answer {
+    /// Asked; no answer yet.
+    Pending,
+    /// A service claims it and is in the installed snapshot with what it needs.
+    Found,
+    /// No service claims it (the subscription stays: a service may claim it later).
+    Missing,
+}
+
+#[derive(Debug)]
+struct Lookup {
+    answer: Answer,
+    /// A request asked for it since the last idle sweep.
+    used: bool,
+}
+
+/// Shared by the request path (`fetch`) and the xDS client (everything else).
+pub struct OnDemand {
+    wanted: mpsc::Sender<String>,
+    lookups: Mutex<HashMap<String, Lookup>>,
+    answered: watch::Sender<u64>,
+    timeout: Duration,
+}
+
+impl OnDemand {
+    /// The handle and the receiving end of new aliases, for the xDS client.
+    pub fn new(timeout: Duration) -> (Arc<OnDemand>, mpsc::Receiver<String>) {
+        let (wanted, rx) = mpsc::channel(1024);
+        let od = OnDemand {
+            wanted,
+            lookups: Mutex::new(HashMap::new()),
+            answered: watch::Sender::new(0),
+            timeout,
+        };
+        (Arc::new(od), rx)
+    }
+
+    /// Asks for the aliases and waits until none is pending, or the timeout. The caller then
+    /// looks in the newest snapshot again.
+    pub async fn fetch(&self, aliases: &[String]) {
+        let mut answers = self.answered.subscribe();
+        if !self.ask(aliases) {
+            return;
+        }
+        let wait = async {
+            while answers.changed().await.is_ok() {
+                if !self.any_pending(aliases) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.timeout, wait).await;
+    }
+
+    /// Registers the aliases not yet known and sends them to the client; whether any of them
+    /// is pending now.
+    fn ask(&self, aliases: &[String]) -> bool {
+        let Ok(mut lookups) = self.lookups.lock() else {
+            return false;
+        };
+        let mut pending = false;
+        for alias in aliases {
+            if let Some(l) = lookups.get_mut(alias) {
+                l.used = true;
+                pending |= l.answer == Answer::Pending;
+                continue;
+            }
+            if lookups.len() >= MAX_LOOKUPS {
+                warn!(%alias, limit = MAX_LOOKUPS, "too many on-demand lookups; not subscribing");
+                continue;
+            }
+            // A full channel means the client is far behind; the request fails fast instead.
+            if self.wanted.try_send(alias.clone()).is_ok() {
+                lookups.insert(
+                    alias.clone(),
+                    Lookup {
+                        answer: Answer::Pending,
+                        used: true,
+                    },
+                );
+                pending = true;
+            }
+        }
+        pending
+    }
+
+    fn any_pending(&self, aliases: &[String]) -> bool {
+        let Ok(lookups) = self.lookups.lock() else {
+            return false;
+        };
+        aliases
+            .iter()
+            .any(|a| lookups.get(a).is_some_and(|l| l.answer == Answer::Pending))
+    }
+
+    // --- for the xDS client ---
+
+    /// Records answers; waiters look again after [`OnDemand::notify`].
+    pub fn answer(&self, alias: &str, answer: Answer) {
+        if let Ok(mut lookups) = self.lookups.lock()
+            && let Some(l) = lookups.get_mut(alias)
+        {
+            l.answer = answer;
+        }
+    }
+
+    /// Wakes every waiter to look at the answers (after a snapshot is installed).
+    pub fn notify(&self) {
+        self.answered.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The aliases still pending.
+    pub fn pending(&self) -> Vec<String> {
+        let Ok(lookups) = self.lookups.lock() else {
+            return Vec::new();
+        };
+        lookups
+            .iter()
+            .filter(|(_, l)| l.answer == Answer::Pending)
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    /// Clears the `used` marks and returns the missing aliases no request asked for since the
+    /// last sweep (found ones are judged by their service's use).
+    pub fn sweep_missing(&self) -> Vec<String> {
+        let Ok(mut lookups) = self.lookups.lock() else {
+            return Vec::new();
+        };
+        let mut idle = Vec::new();
+        for (alias, l) in lookups.iter_mut() {
+            if l.answer == Answer::Missing && !l.used {
+                idle.push(alias.clone());
+            }
+            l.used = false;
+        }
+        idle
+    }
+
+    /// Drops lookups (their subscriptions are gone); the next request asks again.
+    pub fn forget(&self, aliases: &[String]) {
+        if let Ok(mut lookups) = self.lookups.lock() {
+            for a in aliases {
+                lookups.remove(a);
+            }
+        }
+    }
+
+    /// Every lookup and its answer, for `/config_dump`.
+    pub fn lookups(&self) -> Vec<(String, Answer)> {
+        let Ok(lookups) = self.lookups.lock() else {
+            return Vec::new();
+        };
+        let mut all: Vec<_> = lookups.iter().map(|(a, l)| (a.clone(), l.answer)).collect();
+        all.sort();
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiter_returns_when_answered_or_timed_out() {
+        let (od, mut rx) = OnDemand::new(Duration::from_secs(30));
+        let keys = vec!["host:a".to_owned()];
+        let waiter = {
+            let od = od.clone();
+            let keys = keys.clone();
+            tokio::spawn(async move { od.fetch(&keys).await })
+        };
+        assert_eq!(rx.recv().await.as_deref(), Some("host:a"));
+        od.answer("host:a", Answer::Missing);
+        od.notify();
+        waiter.await.expect("the waiter returns once answered");
+        // Answered: no new subscription, no wait.
+        od.fetch(&keys).await;
+        assert!(rx.try_recv().is_err());
+
+        let (od, _rx) = OnDemand::new(Duration::from_millis(10));
+        od.fetch(&["host:b".to_owned()]).await;
+        assert_eq!(od.pending(), ["host:b"]);
+    }
+
+    #[test]
+    fn unused_missing_lookups_are_swept() {
+        let (od, _rx) = OnDemand::new(Duration::from_secs(1));
+        assert!(od.ask(&["host:a".to_owned(), "host:b".to_owned()]));
+        od.answer("host:a", Answer::Missing);
+        od.answer("host:b", Answer::Found);
+        assert!(od.sweep_missing().is_empty(), "both were just used");
+        assert_eq!(od.sweep_missing(), ["host:a"]);
+        od.forget(&["host:a".to_owned()]);
+        assert_eq!(od.lookups(), [("host:b".to_owned(), Answer::Found)]);
+    }
+}
