@@ -238,7 +238,11 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         state.tcp_outbound.clone(),
         drain.clone(),
         move |acc| {
-            let side = Arc::new(outbound::Outbound::new(acc.dst, acc.local));
+            let side = Arc::new(outbound::Outbound::new(
+                acc.dst,
+                acc.local,
+                out_state.on_demand().cloned(),
+            ));
             conn::serve(acc, out_state.clone(), side)
         },
     ));

@@ -105,6 +105,14 @@ impl OnDemand {
         pending
     }
 
+    /// Whether the alias was asked for (answered or not). With the table full, everything
+    /// counts as asked: nothing more will be.
+    pub fn asked(&self, alias: &str) -> bool {
+        self.lookups
+            .lock()
+            .is_ok_and(|lookups| lookups.len() >= MAX_LOOKUPS || lookups.contains_key(alias))
+    }
+
     fn any_pending(&self, aliases: &[String]) -> bool {
         let Ok(lookups) = self.lookups.lock() else {
             return false;

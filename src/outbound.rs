@@ -13,6 +13,7 @@ use skiff_api::{
 use crate::{
     conn::Side,
     http::Handler,
+    ondemand::OnDemand,
     route::{Route, RouteError, authority},
     snapshot::{Cluster, Snapshot},
     state::State,
@@ -22,24 +23,44 @@ use crate::{
 /// Per outbound connection: the original destination, when it differs from the listener.
 pub struct Outbound {
     dst: Option<SocketAddr>,
+    /// xDS mode: services not held yet are fetched on demand.
+    on_demand: Option<Arc<OnDemand>>,
 }
 
 impl Outbound {
-    pub fn new(dst: SocketAddr, local: SocketAddr) -> Self {
+    pub fn new(dst: SocketAddr, local: SocketAddr, on_demand: Option<Arc<OnDemand>>) -> Self {
         Outbound {
             dst: (dst != local).then_some(dst),
+            on_demand,
         }
     }
 }
 
 impl Handler for Outbound {
     fn resolve<'a>(&'a self, snap: &'a Snapshot, parts: &Parts) -> Result<&'a Route, RouteError> {
-        let by_dst = self.dst.and_then(|d| snap.service_by_addr(d));
-        let svc = by_dst
-            .or_else(|| snap.service_by_authority(authority(parts)))
-            .ok_or_else(|| RouteError::UnknownService {
-                authority: authority(parts).map(str::to_owned),
-            })?;
+        let host = authority(parts);
+        let found = self
+            .dst
+            .and_then(|d| snap.service_by_addr(d))
+            .or_else(|| snap.service_by_host(host));
+        let svc = match (found, snap.catch_all()) {
+            (Some(svc), _) => svc,
+            // On demand, the catch-all takes a host only once the control plane was asked
+            // about it: the host may be a service not held yet.
+            (None, Some(any))
+                if self
+                    .on_demand
+                    .as_ref()
+                    .is_none_or(|od| host.is_none_or(|h| od.asked(&host_alias(h)))) =>
+            {
+                any
+            }
+            (None, _) => {
+                return Err(RouteError::UnknownService {
+                    authority: host.map(str::to_owned),
+                });
+            }
+        };
         svc.touch();
         Ok(svc.route(parts))
     }

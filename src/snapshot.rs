@@ -329,6 +329,11 @@ impl Snapshot {
     /// The service an authority means: `host:port` as written, then the host alone
     /// (case-insensitive), then the `"*"` catch-all.
     pub fn service_by_authority(&self, authority: Option<&str>) -> Option<&Arc<Service>> {
+        self.service_by_host(authority).or(self.catch_all.as_ref())
+    }
+
+    /// Like [`Snapshot::service_by_authority`] without the catch-all.
+    pub fn service_by_host(&self, authority: Option<&str>) -> Option<&Arc<Service>> {
         if let Some(a) = authority {
             let lowered;
             let a = if a.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -349,7 +354,7 @@ impl Snapshot {
                 }
             }
         }
-        self.catch_all.as_ref()
+        None
     }
 
     /// The catch-all service, for opaque connections no address claimed.

@@ -400,7 +400,9 @@ impl Client<'_> {
         if self.state.is_applied() {
             self.applied.send_replace(true);
         }
-        self.settle_lookups(held);
+        // Found means "in the installed snapshot": nothing is installed until every type
+        // answered on this stream.
+        self.settle_lookups(held, first_seen.len() == Kind::ALL.len());
         let mut out = vec![pb::DiscoveryRequest {
             type_url,
             response_nonce: nonce,
@@ -575,8 +577,8 @@ impl Client<'_> {
     }
 
     /// Tells waiting requests which of their aliases are answered now.
-    fn settle_lookups(&self, held: &Held) {
-        for alias in self.od.pending() {
+    fn settle_lookups(&self, held: &Held, installed: bool) {
+        for alias in self.od.pending().into_iter().filter(|_| installed) {
             if let Some(service) = held.aliases.get(&alias)
                 && held.complete(service)
             {

@@ -137,6 +137,29 @@ async fn services_come_on_demand_and_go_when_idle() {
 }
 
 #[tokio::test]
+async fn a_catch_all_does_not_shadow_services_not_held_yet() {
+    let (any, reviews) = (
+        HttpUpstream::start("any").await,
+        HttpUpstream::start("reviews").await,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mesh.yaml");
+    let mesh = format!(
+        "services:\n  - name: egress\n    hosts: [\"*\"]\n    endpoints: [ {{ address: \"{}\" }} ]\n  - name: reviews\n    endpoints: [ {{ address: \"{}\" }} ]\n{CLIENT}",
+        any.addr(),
+        reviews.addr()
+    );
+    replace_file(&path, &mesh);
+    let cp = control_plane(&path).await;
+    let p = proxy(&cp, &[]).await;
+    assert_eq!(service_names(&p.config_dump().await), set(&["egress"]));
+    assert_eq!(get(&p, "reviews").await.served_by(), Some("reviews"));
+    assert_eq!(get(&p, "example.com").await.served_by(), Some("any"));
+    assert_eq!(get(&p, "example.com").await.served_by(), Some("any"));
+    assert_eq!(get(&p, "reviews:9080").await.served_by(), Some("reviews"));
+}
+
+#[tokio::test]
 async fn a_resource_the_proxy_cannot_use_is_nacked_alone() {
     let (app, back, v2) = (
         HttpUpstream::start("app").await,
