@@ -505,3 +505,103 @@ async fn garbage_and_unknown_types_do_not_kill_the_server() {
     let mut again = connect_proxy(server.grpc).await;
     assert_eq!(again.first_round().await.len(), Kind::ALL.len());
 }
+
+/// A request body that is not a `DiscoveryRequest`: field 1 (`node`, a message) holds bytes
+/// that do not decode as one.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotARequest {
+    #[prost(bytes = "vec", tag = "1")]
+    node: Vec<u8>,
+}
+
+/// Opens a stream that sends `first` with an arbitrary message type; the stream's outcome.
+async fn raw_stream<M>(addr: SocketAddr, first: M) -> Result<Option<pb::DiscoveryResponse>, Code>
+where
+    M: prost::Message + Default + Send + Sync + 'static,
+{
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<M, pb::DiscoveryResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/skiff.xds.v1.Discovery/Stream");
+    let requests = tokio_stream::iter([first]);
+    let call = async {
+        let mut rsp = grpc
+            .streaming(tonic::Request::new(requests), path, codec)
+            .await
+            .map_err(|s| s.code())?
+            .into_inner();
+        rsp.message().await.map_err(|s| s.code())
+    };
+    tokio::time::timeout(DEADLINE, call)
+        .await
+        .expect("an answer in time, not a stuck stream")
+}
+
+#[tokio::test]
+async fn malformed_requests_get_grpc_errors_and_bogus_nonces_are_ignored() {
+    let server = start().await;
+
+    // Bytes that do not decode: a gRPC error on that stream.
+    let garbage = NotARequest {
+        node: vec![0xff, 0xff, 0xff, 0xff],
+    };
+    let code = raw_stream(server.grpc, garbage).await.expect_err("refused");
+    assert!(
+        matches!(code, Code::Internal | Code::InvalidArgument),
+        "{code:?}"
+    );
+
+    // Another message type that happens to decode (a Service's name lands in `node`): the
+    // stream is refused for what it then lacks, never served.
+    let service = pb::Service {
+        name: "reviews".to_owned(),
+        ..Default::default()
+    };
+    let outcome = raw_stream(server.grpc, service).await;
+    assert!(
+        matches!(
+            outcome,
+            Err(Code::InvalidArgument | Code::NotFound | Code::Internal)
+        ),
+        "{outcome:?}"
+    );
+
+    // ACKs and NACKs of nonces never sent, and a subscription to a name that is not a
+    // resource, leave a healthy stream healthy.
+    let mut proxy = connect_proxy(server.grpc).await;
+    proxy.first_round().await;
+    for error_detail in [
+        None,
+        Some(pb::Status {
+            code: 3,
+            message: "x".into(),
+        }),
+    ] {
+        proxy
+            .send(pb::DiscoveryRequest {
+                type_url: SERVICE_TYPE_URL.to_owned(),
+                response_nonce: "no-such-nonce".to_owned(),
+                error_detail,
+                ..Default::default()
+            })
+            .await;
+    }
+    proxy
+        .send(subscribe(
+            SERVICE_TYPE_URL,
+            &["host:nobody", "addr:garbage"],
+        ))
+        .await;
+    let rsp = proxy.recv().await;
+    assert_eq!(rsp.type_url, SERVICE_TYPE_URL);
+    assert_eq!(rsp.removed_resources, ["addr:garbage", "host:nobody"]);
+
+    // The server still serves new streams.
+    let mut again = connect_proxy(server.grpc).await;
+    assert_eq!(again.first_round().await.len(), Kind::ALL.len());
+}
