@@ -128,6 +128,90 @@ async fn file_edits_reach_proxies_and_bad_edits_do_not() {
 }
 
 #[tokio::test]
+async fn removed_endpoint_finishes_in_flight_requests_then_its_connections_close() {
+    let (a, b) = (
+        HttpUpstream::start("a").await,
+        HttpUpstream::start("b").await,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mesh.yaml");
+    let web = |eps: &[SocketAddr]| {
+        let eps: Vec<String> = eps
+            .iter()
+            .map(|e| format!("{{ address: \"{e}\" }}"))
+            .collect();
+        format!(
+            "services:\n  - name: web\n    loadBalancer: round-robin\n    endpoints: [ {} ]\nworkloads:\n  - name: client\n    inbound: {{ listen: \"127.0.0.1:1\", app: \"127.0.0.1:2\" }}\n",
+            eps.join(", ")
+        )
+    };
+    replace_file(&path, &web(&[a.addr(), b.addr()]));
+    let cp = start(ServeArgs {
+        config: path.clone(),
+        grpc_addr: "127.0.0.1:0".parse().expect("literal"),
+        admin_addr: "127.0.0.1:0".parse().expect("literal"),
+    })
+    .await
+    .expect("control plane starts");
+    let p = xds_proxy(cp.grpc_addr).await;
+
+    // Slow requests in flight on both endpoints (round robin alternates).
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let outbound = p.outbound;
+            tokio::spawn(async move {
+                let req = client::request(http::Method::GET, "web", "/slow")
+                    .header("x-delay-ms", "1500")
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("request");
+                client::try_send_h1(outbound, req).await
+            })
+        })
+        .collect();
+    a.wait_requests(1).await;
+    b.wait_requests(1).await;
+
+    // `a` leaves the mesh while its requests are in flight.
+    replace_file(&path, &web(&[b.addr()]));
+    eventually("the removal reaches the proxy", STEP, || async {
+        let eps = &p.config_dump().await["services"][0]["endpoints"];
+        eps.as_array().is_some_and(|e| e.len() == 1)
+    })
+    .await;
+    for _ in 0..6 {
+        assert_eq!(
+            served_by(&p).await.as_deref(),
+            Some("b"),
+            "new requests avoid `a`"
+        );
+    }
+    let mut by = Vec::new();
+    for t in slow {
+        let r = t
+            .await
+            .expect("task")
+            .expect("the in-flight request completes");
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        by.push(r.served_by().unwrap_or_default().to_owned());
+    }
+    assert!(
+        by.iter().any(|s| s == "a"),
+        "some finished on the removed endpoint: {by:?}"
+    );
+    // Nothing holds `a` any more: its pooled connections close.
+    eventually(
+        "connections to the removed endpoint close",
+        STEP,
+        || async { a.open_connections() == 0 },
+    )
+    .await;
+    assert!(
+        b.open_connections() > 0,
+        "the remaining endpoint keeps its pool"
+    );
+}
+
+#[tokio::test]
 async fn unknown_workload_keeps_the_proxy_waiting() {
     let v1 = HttpUpstream::start("v1").await;
     let dir = tempfile::tempdir().expect("tempdir");

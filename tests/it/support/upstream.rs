@@ -97,6 +97,8 @@ impl Seen {
 struct Log {
     requests: Mutex<Vec<Seen>>,
     connections: AtomicUsize,
+    /// Connections open now.
+    open: AtomicUsize,
     changed: Notify,
 }
 
@@ -164,7 +166,14 @@ impl HttpUpstreamBuilder {
         let cfg = Arc::new(self);
         let task = accept_loop(listener, {
             let log = log.clone();
-            move |stream, conn| serve_http(stream, conn, cfg.clone(), log.clone())
+            move |stream, conn| {
+                let (cfg, log) = (cfg.clone(), log.clone());
+                async move {
+                    log.open.fetch_add(1, Ordering::SeqCst);
+                    serve_http(stream, conn, cfg, log.clone()).await;
+                    log.open.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
         });
         HttpUpstream {
             addr,
@@ -198,6 +207,11 @@ impl HttpUpstream {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.log.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now (accepted and not yet closed).
+    pub fn open_connections(&self) -> usize {
+        self.log.open.load(Ordering::SeqCst)
     }
 
     /// Returns once `n` requests have arrived (their bodies read, before any delay).
