@@ -73,8 +73,10 @@ pub struct XdsStatus {
     pub connected: bool,
     /// Per type: the control plane's version of the last response applied.
     pub versions: BTreeMap<&'static str, String>,
-    /// Per type: the names subscribed to (Service aliases included).
+    /// Per type: the names subscribed to (aliases included).
     pub subscribed: BTreeMap<&'static str, Vec<String>>,
+    /// Per type: the resources held, by name.
+    pub held: BTreeMap<&'static str, Vec<String>>,
     pub last_nack: Option<Nack>,
 }
 
@@ -121,8 +123,11 @@ impl Held {
             (Kind::MeshSettings, MESH_SETTINGS_NAME.to_owned()),
             (Kind::Service, CATCH_ALL_ALIAS.to_owned()),
             (Kind::Endpoints, String::new()),
-            // Policies are few and small; they are scoped to the workload when enforced.
-            (Kind::Authorization, "*".to_owned()),
+            // The policies that apply on this workload's inbound side.
+            (
+                Kind::Authorization,
+                resource::workload_alias(&cfg.namespace, &cfg.workload),
+            ),
         ]
         .into_iter()
         .map(|(k, n)| (k, BTreeSet::from_iter((!n.is_empty()).then_some(n))))
@@ -245,6 +250,24 @@ impl Held {
                 .subscribed
                 .iter()
                 .map(|(k, names)| (k.message_name(), names.iter().cloned().collect()))
+                .collect(),
+            held: Kind::ALL
+                .iter()
+                .map(|&k| {
+                    let r = &self.received;
+                    let names: Vec<String> = match k {
+                        Kind::Service => r.services.keys().cloned().collect(),
+                        Kind::Endpoints => r.endpoints.keys().cloned().collect(),
+                        Kind::Workload => r.workloads.keys().cloned().collect(),
+                        Kind::Authorization => r.authorizations.keys().cloned().collect(),
+                        Kind::MeshSettings => r
+                            .mesh
+                            .iter()
+                            .map(|_| MESH_SETTINGS_NAME.to_owned())
+                            .collect(),
+                    };
+                    (k.message_name(), names)
+                })
                 .collect(),
             last_nack: self.last_nack.clone(),
         }
@@ -452,14 +475,18 @@ impl Client<'_> {
                     errors.push(e);
                 }
             }
-            for alias in &r.aliases {
-                held.aliases.insert(alias.clone(), r.name.clone());
+            if kind == Kind::Service {
+                for alias in &r.aliases {
+                    held.aliases.insert(alias.clone(), r.name.clone());
+                }
             }
         }
         for name in &rsp.removed_resources {
             if is_alias(name) {
-                held.aliases.remove(name);
-                self.od.answer(name, Answer::Missing);
+                if kind == Kind::Service {
+                    held.aliases.remove(name);
+                    self.od.answer(name, Answer::Missing);
+                }
                 continue;
             }
             next.remove(kind, name);

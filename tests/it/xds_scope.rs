@@ -59,7 +59,10 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 }
 
 fn small_mesh(app: SocketAddr, back: SocketAddr, extra: &str) -> String {
-    let mut mesh = String::from("services:\n");
+    let mut mesh = String::from(
+        "authorization:\n  - { name: mine, target: own }\n  - { name: theirs, target: svc-0 }\n",
+    );
+    mesh.push_str("services:\n  - name: own\n    endpoints: [ { workload: client } ]\n");
     for i in 0..10 {
         let _ = writeln!(
             mesh,
@@ -93,6 +96,19 @@ async fn services_come_on_demand_and_go_when_idle() {
     assert_eq!(
         dump["xds"]["subscribed"]["Service"],
         serde_json::json!(["host:*"])
+    );
+    // Its inbound side holds its own workload and the policies that apply to it, no more.
+    assert_eq!(
+        dump["xds"]["subscribed"]["Authorization"],
+        serde_json::json!(["workload:default/client"])
+    );
+    assert_eq!(
+        dump["xds"]["held"]["Authorization"],
+        serde_json::json!(["default/mine"])
+    );
+    assert_eq!(
+        dump["xds"]["held"]["Workload"],
+        serde_json::json!(["default/client"])
     );
 
     // The first request waits for its service, and what that service routes to.

@@ -98,6 +98,14 @@ pub const HOST_ALIAS: &str = "host:";
 pub const ADDR_ALIAS: &str = "addr:";
 /// The alias of the catch-all service (`hosts: ["*"]`).
 pub const CATCH_ALL_ALIAS: &str = "host:*";
+/// Prefix of an Authorization alias: `workload:<namespace>/<name>` stands for every policy
+/// that applies on that workload's inbound side.
+pub const WORKLOAD_ALIAS: &str = "workload:";
+
+/// The Authorization alias for a workload.
+pub fn workload_alias(namespace: &str, name: &str) -> String {
+    format!("{WORKLOAD_ALIAS}{namespace}/{name}")
+}
 
 /// The Service alias for an authority as a request wrote it (lowercased).
 pub fn host_alias(authority: &str) -> String {
@@ -115,7 +123,7 @@ pub fn addr_alias(addr: std::net::SocketAddr) -> String {
 /// Whether a subscribed name is an alias rather than a resource name (resource names hold no
 /// `:`, being DNS labels around one `/`, or `mesh`).
 pub fn is_alias(name: &str) -> bool {
-    name.starts_with(HOST_ALIAS) || name.starts_with(ADDR_ALIAS)
+    name.starts_with(HOST_ALIAS) || name.starts_with(ADDR_ALIAS) || name.starts_with(WORKLOAD_ALIAS)
 }
 
 /// `host:port` → `host`; `[v6]:port` → `[v6]`; anything else unchanged.
@@ -219,6 +227,9 @@ pub struct Resources {
     pub hosts: BTreeMap<String, String>,
     /// Service address → the service's resource name.
     pub addresses: BTreeMap<std::net::SocketAddr, String>,
+    /// Workload resource name → the policies that apply on its inbound side (those whose
+    /// target service has it as an endpoint).
+    pub policies_by_workload: BTreeMap<String, Vec<String>>,
 }
 
 /// Compiles a mesh file that passed [`crate::validate::validate`] into resources. Values the
@@ -241,6 +252,7 @@ pub fn compile(mesh: &MeshFile) -> Resources {
         ),
         hosts: BTreeMap::new(),
         addresses: BTreeMap::new(),
+        policies_by_workload: BTreeMap::new(),
     };
     for svc in &mesh.services {
         let name = resource_name(&svc.namespace, &svc.name);
@@ -276,6 +288,31 @@ pub fn compile(mesh: &MeshFile) -> Resources {
     }
     for p in &mesh.authorization {
         let name = resource_name(&p.namespace, &p.name);
+        let target = mesh
+            .services
+            .iter()
+            .find(|s| s.name == p.target && s.namespace == p.namespace);
+        let mut workloads: Vec<String> = target
+            .into_iter()
+            .flat_map(|s| {
+                s.endpoints.iter().filter_map(|e| {
+                    let w = e.workload.as_deref()?;
+                    Some(resource_name(
+                        e.namespace.as_deref().unwrap_or(&s.namespace),
+                        w,
+                    ))
+                })
+            })
+            .collect();
+        workloads.sort();
+        workloads.dedup();
+        for w in workloads {
+            resources
+                .policies_by_workload
+                .entry(w)
+                .or_default()
+                .push(name.clone());
+        }
         let policy = encode::authorization(p);
         resources.authorizations.insert(
             name.clone(),
@@ -297,26 +334,40 @@ impl Resources {
         }
     }
 
-    /// The resource name a subscribed name stands for: a Service alias resolves to the
-    /// service claiming that host (exactly, then without the port) or address; any other
-    /// name is itself if such a resource exists.
-    pub fn resolve<'a>(&'a self, kind: Kind, name: &'a str) -> Option<&'a str> {
-        if kind == Kind::Service {
-            if let Some(authority) = name.strip_prefix(HOST_ALIAS) {
-                let found = self.hosts.get(authority).or_else(|| {
-                    let host = strip_port(authority);
-                    (host.len() != authority.len())
-                        .then(|| self.hosts.get(host))
-                        .flatten()
-                });
-                return found.map(String::as_str);
+    /// The resource names a subscribed name stands for. A Service alias resolves to the
+    /// service claiming that host (exactly, then without the port) or address; an
+    /// Authorization alias to every policy applying to that workload; any other name to
+    /// itself if such a resource exists.
+    pub fn resolve<'a>(&'a self, kind: Kind, name: &'a str) -> Vec<&'a str> {
+        match kind {
+            Kind::Service if name.starts_with(HOST_ALIAS) || name.starts_with(ADDR_ALIAS) => {
+                self.service_alias(name).into_iter().collect()
             }
-            if let Some(addr) = name.strip_prefix(ADDR_ALIAS) {
-                let addr: std::net::SocketAddr = addr.parse().ok()?;
-                return self.addresses.get(&addr).map(String::as_str);
-            }
+            Kind::Authorization if name.starts_with(WORKLOAD_ALIAS) => self
+                .policies_by_workload
+                .get(&name[WORKLOAD_ALIAS.len()..])
+                .map(|p| p.iter().map(String::as_str).collect())
+                .unwrap_or_default(),
+            _ => self
+                .get(kind, name)
+                .map(|r| r.name.as_str())
+                .into_iter()
+                .collect(),
         }
-        self.get(kind, name).map(|r| r.name.as_str())
+    }
+
+    fn service_alias(&self, name: &str) -> Option<&str> {
+        if let Some(authority) = name.strip_prefix(HOST_ALIAS) {
+            let found = self.hosts.get(authority).or_else(|| {
+                let host = strip_port(authority);
+                (host.len() != authority.len())
+                    .then(|| self.hosts.get(host))
+                    .flatten()
+            });
+            return found.map(String::as_str);
+        }
+        let addr: std::net::SocketAddr = name.strip_prefix(ADDR_ALIAS)?.parse().ok()?;
+        self.addresses.get(&addr).map(String::as_str)
     }
 
     /// Every resource of a kind, in name order.

@@ -661,7 +661,11 @@ fn aliases_resolve_like_the_proxy() {
     )
     .expect("valid mesh");
     let res = skiff_api::resource::compile(&mesh);
-    let resolve = |name: &str| res.resolve(Kind::Service, name).map(str::to_owned);
+    let resolve = |name: &str| {
+        let found = res.resolve(Kind::Service, name);
+        assert!(found.len() <= 1, "a service alias means one service");
+        found.first().map(|s| (*s).to_owned())
+    };
     assert_eq!(resolve("host:reviews").as_deref(), Some("default/reviews"));
     assert_eq!(
         resolve("host:reviews.default.svc.cluster.local:9080").as_deref(),
@@ -686,13 +690,45 @@ fn aliases_resolve_like_the_proxy() {
         resolve("default/reviews").as_deref(),
         Some("default/reviews")
     );
-    assert_eq!(
-        res.resolve(Kind::Endpoints, "host:reviews"),
-        None,
-        "only Services take aliases"
+    assert!(
+        res.resolve(Kind::Endpoints, "host:reviews").is_empty(),
+        "only Services take host aliases"
     );
     assert_eq!(
         skiff_api::resource::host_alias("Reviews:9080"),
         "host:reviews:9080"
     );
+}
+
+#[test]
+fn a_workload_alias_stands_for_the_policies_applying_to_it() {
+    let mesh = skiff_api::load(
+        r#"
+services:
+  - name: reviews
+    endpoints: [ { workload: reviews-v1 }, { workload: reviews-v2 } ]
+  - name: ratings
+    endpoints: [ { workload: ratings-v1 } ]
+workloads:
+  - { name: reviews-v1, inbound: { listen: "127.0.0.1:16001", app: "127.0.0.1:9001" } }
+  - { name: reviews-v2, inbound: { listen: "127.0.0.1:16002", app: "127.0.0.1:9002" } }
+  - { name: ratings-v1, inbound: { listen: "127.0.0.1:16003", app: "127.0.0.1:9003" } }
+authorization:
+  - { name: readers, target: reviews, from: [ spiffe://cluster.local/ns/default/sa/productpage ] }
+  - { name: no-delete, target: reviews, action: deny }
+  - { name: raters, target: ratings }
+"#,
+    )
+    .expect("valid mesh");
+    let res = skiff_api::resource::compile(&mesh);
+    let alias = skiff_api::resource::workload_alias("default", "reviews-v2");
+    assert_eq!(
+        res.resolve(Kind::Authorization, &alias),
+        ["default/readers", "default/no-delete"],
+        "in file order"
+    );
+    let alias = skiff_api::resource::workload_alias("default", "ratings-v1");
+    assert_eq!(res.resolve(Kind::Authorization, &alias), ["default/raters"]);
+    let alias = skiff_api::resource::workload_alias("default", "nobody");
+    assert!(res.resolve(Kind::Authorization, &alias).is_empty());
 }

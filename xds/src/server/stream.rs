@@ -37,8 +37,9 @@ struct TypeState {
     names: BTreeSet<String>,
     /// Resource name → the version the proxy holds (or was last sent).
     held: HashMap<String, String>,
-    /// Alias → the resource name it was last announced as (`None`: announced as unclaimed).
-    announced: HashMap<String, Option<String>>,
+    /// Subscribed alias → the resource names the proxy was told it means (empty: told it
+    /// means nothing).
+    announced: HashMap<String, BTreeSet<String>>,
     /// The first request of this type was seen (its `initial_resource_versions` applied).
     seen: bool,
     /// At least one response of this type went out.
@@ -157,6 +158,8 @@ impl StreamState {
     /// is a held resource that is gone while still subscribed.
     fn diff(&mut self, kind: Kind, resources: &Resources) -> Option<pb::DiscoveryResponse> {
         let ts = self.types.get_mut(&kind)?;
+        // What the proxy was told each alias means, before this response.
+        let told = std::mem::take(&mut ts.announced);
         // Resource name → the subscribed aliases that resolve to it.
         let mut want: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         let mut unclaimed = Vec::new();
@@ -166,13 +169,22 @@ impl StreamState {
             }
         }
         for name in &ts.names {
-            match resources.resolve(kind, name) {
-                Some(found) if found == name => {
-                    want.entry(found).or_default();
+            let found = resources.resolve(kind, name);
+            if is_alias(name) {
+                if found.is_empty() {
+                    unclaimed.push(name.as_str());
                 }
-                Some(found) => want.entry(found).or_default().push(name),
-                None if is_alias(name) => unclaimed.push(name.as_str()),
-                None => {}
+                ts.announced.insert(
+                    name.clone(),
+                    found.iter().map(|f| (*f).to_owned()).collect(),
+                );
+                for f in found {
+                    want.entry(f).or_default().push(name);
+                }
+            } else {
+                for f in found {
+                    want.entry(f).or_default();
+                }
             }
         }
         // Held but no longer wanted: announced if the proxy still subscribes to it (the
@@ -189,9 +201,9 @@ impl StreamState {
             ts.held.remove(&name);
             let still_subscribed = ts.wildcard
                 || ts.names.contains(&name)
-                || ts.announced.iter().any(|(alias, found)| {
-                    found.as_deref() == Some(name.as_str()) && ts.names.contains(alias)
-                });
+                || told
+                    .iter()
+                    .any(|(alias, meant)| meant.contains(&name) && ts.names.contains(alias));
             if still_subscribed {
                 removed.push(name);
             }
@@ -203,25 +215,20 @@ impl StreamState {
             };
             let new_alias = aliases
                 .iter()
-                .any(|a| ts.announced.get(*a).and_then(Option::as_deref) != Some(*name));
+                .any(|a| !told.get(*a).is_some_and(|meant| meant.contains(*name)));
             if ts.held.get(*name) != Some(&r.version) || new_alias {
                 ts.held.insert((*name).to_owned(), r.version.clone());
-                for a in aliases {
-                    ts.announced
-                        .insert((*a).to_owned(), Some((*name).to_owned()));
-                }
                 let mut r = r.clone();
                 r.aliases = aliases.iter().map(|a| (*a).to_owned()).collect();
                 out.push(r);
             }
         }
         for alias in unclaimed {
-            if ts.announced.get(alias) != Some(&None) {
-                ts.announced.insert(alias.to_owned(), None);
+            // Announced once: an alias already told to mean nothing is not repeated.
+            if told.get(alias).is_none_or(|meant| !meant.is_empty()) {
                 removed.push(alias.to_owned());
             }
         }
-        ts.announced.retain(|alias, _| ts.names.contains(alias));
         removed.sort();
         if out.is_empty() && removed.is_empty() && ts.responded {
             return None;
