@@ -22,3 +22,4 @@ mod sidecars;
 mod tcp;
 mod websocket;
 mod xds;
+mod xds_load;
