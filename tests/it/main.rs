@@ -22,4 +22,5 @@ mod sidecars;
 mod tcp;
 mod websocket;
 mod xds;
+mod xds_load;
 mod xds_scope;

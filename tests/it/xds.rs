@@ -14,7 +14,7 @@ use crate::support::{
 };
 
 /// A ConfigMap-style update: write a new file and rename it over the old one.
-fn replace_file(path: &Path, text: &str) {
+pub fn replace_file(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("write the new mesh file");
     std::fs::rename(&tmp, path).expect("rename it into place");

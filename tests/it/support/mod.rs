@@ -1,7 +1,9 @@
-//! Everything the tests spawn or drive: the `skiff` process (`proxy`), the servers behind it
-//! (`upstream`) and the clients in front of it (`client`), plus deadline helpers.
+//! Everything the tests spawn or drive: the `skiff` process (`proxy`), the `skiff-xds` process
+//! (`control_plane`), the servers behind the proxy (`upstream`) and the clients in front of it
+//! (`client`), plus deadline helpers.
 
 pub mod client;
+pub mod control_plane;
 pub mod netns;
 pub mod proxy;
 pub mod upstream;
