@@ -9,8 +9,11 @@ use std::{
     time::Duration,
 };
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
+
+use crate::telemetry::{LookupResult, Metrics};
 
 /// Lookups one proxy keeps at once (pending, found or missing). An app that addresses more
 /// distinct unknown hosts gets 503 `unknown-service` for the rest without a subscription.
@@ -41,17 +44,25 @@ pub struct OnDemand {
     lookups: Mutex<HashMap<String, Lookup>>,
     answered: watch::Sender<u64>,
     timeout: Duration,
+    /// Outcomes of `fetch`: found, missing, timeout.
+    outcomes: [Counter; 3],
 }
 
 impl OnDemand {
     /// The handle and the receiving end of new aliases, for the xDS client.
-    pub fn new(timeout: Duration) -> (Arc<OnDemand>, mpsc::Receiver<String>) {
+    pub fn new(timeout: Duration, metrics: &Metrics) -> (Arc<OnDemand>, mpsc::Receiver<String>) {
         let (wanted, rx) = mpsc::channel(1024);
         let od = OnDemand {
             wanted,
             lookups: Mutex::new(HashMap::new()),
             answered: watch::Sender::new(0),
             timeout,
+            outcomes: [
+                LookupResult::Found,
+                LookupResult::Missing,
+                LookupResult::Timeout,
+            ]
+            .map(|r| metrics.lookup(r)),
         };
         (Arc::new(od), rx)
     }
@@ -60,17 +71,25 @@ impl OnDemand {
     /// looks in the newest snapshot again.
     pub async fn fetch(&self, aliases: &[String]) {
         let mut answers = self.answered.subscribe();
-        if !self.ask(aliases) {
-            return;
-        }
-        let wait = async {
-            while answers.changed().await.is_ok() {
-                if !self.any_pending(aliases) {
-                    return;
+        if self.ask(aliases) {
+            let wait = async {
+                while answers.changed().await.is_ok() {
+                    if !self.any_pending(aliases) {
+                        return;
+                    }
                 }
+            };
+            if tokio::time::timeout(self.timeout, wait).await.is_err() {
+                self.outcomes[2].inc();
+                return;
             }
-        };
-        let _ = tokio::time::timeout(self.timeout, wait).await;
+        }
+        let found = self.lookups.lock().is_ok_and(|lookups| {
+            aliases
+                .iter()
+                .any(|a| lookups.get(a).is_some_and(|l| l.answer == Answer::Found))
+        });
+        self.outcomes[usize::from(!found)].inc();
     }
 
     /// Registers the aliases not yet known and sends them to the client; whether any of them
@@ -192,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_returns_when_answered_or_timed_out() {
-        let (od, mut rx) = OnDemand::new(Duration::from_secs(30));
+        let (od, mut rx) = OnDemand::new(Duration::from_secs(30), &Metrics::new());
         let keys = vec!["host:a".to_owned()];
         let waiter = {
             let od = od.clone();
@@ -207,14 +226,14 @@ mod tests {
         od.fetch(&keys).await;
         assert!(rx.try_recv().is_err());
 
-        let (od, _rx) = OnDemand::new(Duration::from_millis(10));
+        let (od, _rx) = OnDemand::new(Duration::from_millis(10), &Metrics::new());
         od.fetch(&["host:b".to_owned()]).await;
         assert_eq!(od.pending(), ["host:b"]);
     }
 
     #[test]
     fn unused_missing_lookups_are_swept() {
-        let (od, _rx) = OnDemand::new(Duration::from_secs(1));
+        let (od, _rx) = OnDemand::new(Duration::from_secs(1), &Metrics::new());
         assert!(od.ask(&["host:a".to_owned(), "host:b".to_owned()]));
         od.answer("host:a", Answer::Missing);
         od.answer("host:b", Answer::Found);

@@ -276,7 +276,7 @@ impl Held {
 
 /// Runs the client forever. `applied` turns true once the first snapshot is installed.
 pub async fn run(cfg: XdsConfig, state: Arc<State>, applied: watch::Sender<bool>) {
-    let (od, mut wanted) = OnDemand::new(cfg.fetch_timeout);
+    let (od, mut wanted) = OnDemand::new(cfg.fetch_timeout, &state.metrics);
     state.set_on_demand(od.clone());
     let mut held = Held::new(&cfg);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
@@ -294,6 +294,7 @@ pub async fn run(cfg: XdsConfig, state: Arc<State>, applied: watch::Sender<bool>
             }
         }
         held.connected = false;
+        state.metrics.xds_connected.set(0);
         state.set_xds_status(held.status(&cfg));
         tokio::time::sleep(backoff.next_wait()).await;
     }
@@ -351,6 +352,7 @@ impl Client<'_> {
         let mut stream = client.stream(ReceiverStream::new(rx)).await?.into_inner();
         info!(url = %cfg.url, "control-plane stream open");
         held.connected = true;
+        self.state.metrics.xds_connected.set(1);
         self.state.set_xds_status(held.status(cfg));
         let period = (cfg.idle_timeout / IDLE_SWEEPS).max(Duration::from_millis(100));
         let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -384,6 +386,10 @@ impl Client<'_> {
                 }
                 tx.send(req).await.map_err(|_| XdsError::RequestsClosed)?;
             }
+            self.state
+                .metrics
+                .xds_services
+                .set(i64::try_from(held.received.services.len()).unwrap_or(i64::MAX));
             self.state.set_xds_status(held.status(cfg));
         }
     }
@@ -620,13 +626,26 @@ impl Client<'_> {
     /// unused missing aliases, then every service and endpoints nothing needs any more.
     fn sweep(&self, held: &mut Held) -> Vec<pb::DiscoveryRequest> {
         let snap = self.state.snapshot();
+        let mut seen = HashSet::new();
         for svc in &snap.services {
             let name = resource::resource_name(&svc.namespace, &svc.name);
             if svc.used.swap(false, std::sync::atomic::Ordering::Relaxed) {
                 held.idle.remove(&name);
             } else {
-                *held.idle.entry(name).or_default() += 1;
+                *held.idle.entry(name.clone()).or_default() += 1;
             }
+            seen.insert(name);
+        }
+        // A service asked for but not in the snapshot (it cannot compile) serves nothing:
+        // it idles too.
+        let unserved: BTreeSet<String> = held
+            .aliases
+            .values()
+            .filter(|s| !seen.contains(*s))
+            .cloned()
+            .collect();
+        for name in unserved {
+            *held.idle.entry(name).or_default() += 1;
         }
         let mut gone: Vec<String> = held
             .aliases

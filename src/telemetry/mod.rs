@@ -6,5 +6,6 @@ mod metrics;
 
 pub use logging::{LogControl, init_logging};
 pub use metrics::{
-    DetectOutcome, DetectStats, Direction, Metrics, ReloadResult, RouteStats, TcpStats,
+    DetectOutcome, DetectStats, Direction, LookupResult, Metrics, ReloadResult, RouteStats,
+    TcpStats,
 };
