@@ -128,8 +128,14 @@ async fn services_come_on_demand_and_go_when_idle() {
     assert_eq!(r.reason(), Some("unknown-service"));
     assert_eq!(p.config_dump().await["onDemand"]["host:nobody"], "missing");
     let m = p.metric_values().await;
-    assert_eq!(m.sum("skiff_xds_lookups_total", &[("result", "found")]), 2.0);
-    assert_eq!(m.sum("skiff_xds_lookups_total", &[("result", "missing")]), 1.0);
+    assert_eq!(
+        m.sum("skiff_xds_lookups_total", &[("result", "found")]),
+        2.0
+    );
+    assert_eq!(
+        m.sum("skiff_xds_lookups_total", &[("result", "missing")]),
+        1.0
+    );
     assert_eq!(m.sum("skiff_xds_connected", &[]), 1.0);
     assert_eq!(m.sum("skiff_xds_services", &[]), 3.0);
     let extra = format!(
