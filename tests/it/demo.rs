@@ -1,13 +1,17 @@
-//! `skiff-xds demo` end to end: the demo mesh (apps, mesh file, one real `skiff` sidecar per
-//! workload) started through the library entry point on ephemeral ports, then driven with
-//! plain HTTP/1.1 requests through the client sidecar's outbound listener.
+//! `skiff-xds demo` end to end: the demo mesh (apps, mesh file, the in-process control plane,
+//! one real `skiff --xds` sidecar per workload) started through the library entry point on
+//! ephemeral ports, then driven with plain HTTP/1.1 requests through the client sidecar's
+//! outbound listener, and changed live by editing the mesh file.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::SocketAddr, process::Command};
 
 use http::StatusCode;
-use skiff_xds::demo::{self, DemoOptions};
+use skiff_xds::{
+    demo::{self, DemoOptions, SPLIT_SERVICE},
+    server::ProxiesReport,
+};
 
-use crate::support::{STEP, client, within};
+use crate::support::{STEP, client, eventually, within};
 
 /// Requests sent to the 50/50 `reviews` split; all of them landing on one side by chance
 /// has probability 2^-49.
@@ -24,6 +28,8 @@ async fn demo_mesh_serves_web_and_splits_reviews() {
         dir: Some(dir.path().to_owned()),
         outbound_port: 0,
         admin_port: 0,
+        xds_port: 0,
+        xds_admin_port: 0,
         ..DemoOptions::default()
     };
     // On failure the error names the sidecar and quotes the end of its log.
@@ -38,6 +44,36 @@ async fn demo_mesh_serves_web_and_splits_reviews() {
     assert_eq!(demo.sidecars().count(), demo::WORKLOADS.len());
     let outbound = demo.outbound_addr();
 
+    // Every sidecar runs in xDS mode against the demo's control plane, which lists each of
+    // them and sees their ACKs.
+    let xds_url = format!("http://{}", demo.xds_addr());
+    for sc in demo.sidecars() {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", sc.pid)).expect("sidecar cmdline");
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let xds_at = args.iter().position(|a| *a == b"--xds");
+        assert_eq!(
+            xds_at.and_then(|i| args.get(i + 1)).copied(),
+            Some(xds_url.as_bytes()),
+            "{}: {:?}",
+            sc.workload,
+            String::from_utf8_lossy(&cmdline)
+        );
+        assert!(!args.contains(&&b"--config"[..]), "{}", sc.workload);
+    }
+    let mut expected: Vec<&str> = demo::WORKLOADS.iter().map(|w| w.name).collect();
+    expected.sort_unstable();
+    eventually("every sidecar is listed and in sync", STEP, || async {
+        let report = proxies(demo.xds_admin_addr()).await;
+        let mut listed: Vec<&str> = report.proxies.iter().map(|p| p.workload.as_str()).collect();
+        listed.sort_unstable();
+        listed == expected
+            && report
+                .proxies
+                .iter()
+                .all(|p| !p.types.is_empty() && p.types.values().all(|t| t.in_sync))
+    })
+    .await;
+
     let ready = client::send_h1(demo.admin_addr(), client::get("localhost", "/ready")).await;
     assert_eq!(
         ready.status,
@@ -50,15 +86,7 @@ async fn demo_mesh_serves_web_and_splits_reviews() {
     assert_eq!(web.served_by(), Some("web-v1"), "{web:?}");
     assert_eq!(web.text(), "web v1\n");
 
-    let mut served_by: BTreeMap<String, usize> = BTreeMap::new();
-    for i in 0..SPLIT_REQUESTS {
-        let reviews = client::send_h1(outbound, client::get("reviews", "/")).await;
-        assert_eq!(reviews.status, StatusCode::OK, "request {i}: {reviews:?}");
-        let by = reviews
-            .served_by()
-            .unwrap_or_else(|| panic!("request {i} has no x-served-by: {reviews:?}"));
-        *served_by.entry(by.to_owned()).or_default() += 1;
-    }
+    let served_by = split(outbound, SPLIT_REQUESTS).await;
     let backends: Vec<&str> = served_by.keys().map(String::as_str).collect();
     assert_eq!(
         backends,
@@ -66,5 +94,51 @@ async fn demo_mesh_serves_web_and_splits_reviews() {
         "the split over {SPLIT_REQUESTS} requests: {served_by:?}"
     );
 
+    // The edit the demo prints: `sed -i` writes a new file and renames it over the mesh file,
+    // as a ConfigMap update does. The control plane pushes it; traffic shifts to v2 alone.
+    let edit = Command::new("sed")
+        .arg("-i")
+        .arg(demo::split_edit([50, 50], [0, 100]))
+        .arg(demo.mesh_path())
+        .status()
+        .expect("run sed");
+    assert!(edit.success(), "sed -i on the mesh file: {edit}");
+    eventually(
+        "the edited split reaches the client sidecar",
+        STEP,
+        || async {
+            let by = split(outbound, 20).await;
+            by.len() == 1 && by.contains_key("reviews-v2")
+        },
+    )
+    .await;
+    let after = split(outbound, SPLIT_REQUESTS).await;
+    assert_eq!(
+        after.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["reviews-v2"],
+        "the 0/100 split over {SPLIT_REQUESTS} requests: {after:?}"
+    );
+
     within("demo shutdown", STEP, demo.shutdown()).await;
+}
+
+/// Sends `n` requests to the split service; how many each backend answered.
+async fn split(outbound: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    let mut served_by: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..n {
+        let rsp = client::send_h1(outbound, client::get(SPLIT_SERVICE, "/")).await;
+        assert_eq!(rsp.status, StatusCode::OK, "request {i}: {rsp:?}");
+        let by = rsp
+            .served_by()
+            .unwrap_or_else(|| panic!("request {i} has no x-served-by: {rsp:?}"));
+        *served_by.entry(by.to_owned()).or_default() += 1;
+    }
+    served_by
+}
+
+/// The control plane's `/proxies`.
+async fn proxies(admin: SocketAddr) -> ProxiesReport {
+    let rsp = client::send_h1(admin, client::get("localhost", "/proxies")).await;
+    assert_eq!(rsp.status, StatusCode::OK, "{rsp:?}");
+    serde_json::from_slice(&rsp.body).expect("JSON /proxies")
 }

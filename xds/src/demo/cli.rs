@@ -1,11 +1,24 @@
-//! `skiff-xds demo`: flags, the runtime, the ready-to-paste instructions, and the wait for
-//! Ctrl-C or SIGTERM. Starting and stopping the mesh is the library's (`demo::start`).
+//! `skiff-xds demo`: flags, the runtime, the control plane's log file, the ready-to-paste
+//! instructions, and the wait for Ctrl-C or SIGTERM. Starting and stopping the mesh is the
+//! library's (`demo::start`).
 
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Mutex,
+};
 
+use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Demo, DemoOptions, find_skiff, start};
+use super::{
+    Demo, DemoOptions, LOG_DIR, SPLIT_PATH, SPLIT_SERVICE, find_skiff, prepare_dir, split_edit,
+    start,
+};
+
+/// The control plane's log, in the demo directory's `logs/`.
+const CONTROL_PLANE_LOG: &str = "control-plane.log";
 
 /// Options of `skiff-xds demo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -13,7 +26,7 @@ pub struct DemoArgs {
     /// The `skiff` binary. Default: `skiff` next to this executable, else on PATH.
     #[arg(long = "skiff", env = "SKIFF_BIN", value_name = "PATH")]
     pub skiff: Option<PathBuf>,
-    /// Directory for the mesh file and the sidecar logs. Default: a fresh temporary directory (kept).
+    /// Directory for the mesh file and the logs. Default: a fresh temporary directory (kept).
     #[arg(long, env = "SKIFF_DEMO_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Port of the client sidecar's outbound listener on 127.0.0.1 (0 = any free port).
@@ -22,6 +35,12 @@ pub struct DemoArgs {
     /// Port of the client sidecar's admin listener on 127.0.0.1 (0 = any free port).
     #[arg(long, env = "SKIFF_DEMO_ADMIN_PORT", default_value_t = 15000)]
     pub admin_port: u16,
+    /// Port of the control plane's discovery (gRPC) listener on 127.0.0.1 (0 = any free port).
+    #[arg(long, env = "SKIFF_DEMO_XDS_PORT", default_value_t = 15010)]
+    pub xds_port: u16,
+    /// Port of the control plane's admin listener on 127.0.0.1 (0 = any free port).
+    #[arg(long, env = "SKIFF_DEMO_XDS_ADMIN_PORT", default_value_t = 15014)]
+    pub xds_admin_port: u16,
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
@@ -47,18 +66,23 @@ pub fn main(args: DemoArgs) -> ExitCode {
 }
 
 async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    // The directory is made here, not in `start`, so the control plane logs into it.
+    let dir = prepare_dir(args.dir.as_deref())?;
+    init_logging(&dir.join(LOG_DIR).join(CONTROL_PLANE_LOG))?;
     let opts = DemoOptions {
         skiff_bin: find_skiff(args.skiff),
-        dir: args.dir,
+        dir: Some(dir),
         outbound_port: args.outbound_port,
         admin_port: args.admin_port,
+        xds_port: args.xds_port,
+        xds_admin_port: args.xds_admin_port,
         ..DemoOptions::default()
     };
     // Listen before starting anything, so a signal during startup is not lost.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     eprintln!(
-        "skiff-xds demo: starting apps and sidecars with {}",
+        "skiff-xds demo: starting apps, the control plane and sidecars with {}",
         opts.skiff_bin.display()
     );
     let mut demo = tokio::select! {
@@ -78,9 +102,41 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         }
     };
-    eprintln!("skiff-xds demo: stopping the sidecars");
+    eprintln!("skiff-xds demo: stopping the sidecars and the control plane");
     demo.shutdown().await;
     Ok(code)
+}
+
+/// Sends the in-process control plane's logs (reloads, refused edits, proxies connecting) to
+/// `path`, so they do not interleave with the instructions on the terminal. `RUST_LOG`
+/// overrides the level (default: info).
+fn init_logging(path: &Path) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Fails only if a subscriber is already installed; then that one keeps the logs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(Mutex::new(file))
+        .try_init();
+    Ok(())
+}
+
+/// `s` as one shell word: unchanged when it is plain, else single-quoted.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// What the user reads once the mesh is up: where things are and what to paste.
@@ -88,12 +144,28 @@ fn instructions(demo: &Demo) -> String {
     let out_addr = demo.outbound_addr();
     let admin = demo.admin_addr();
     let dir = demo.dir().display();
+    let mesh = shell_word(&demo.mesh_path().to_string_lossy());
+    let xds_admin = format!("http://{}", demo.xds_admin_addr());
+    // The running binary, so the status command works without it on PATH.
+    let xds_bin = std::env::current_exe().ok().map_or_else(
+        || "skiff-xds".to_owned(),
+        |p| shell_word(&p.to_string_lossy()),
+    );
     let mut s = String::new();
     // Writing to a String cannot fail, so the results below are ignored.
     let _ = writeln!(
         s,
         "\nSkiff demo mesh is ready.\n\nMesh file: {}",
         demo.mesh_path().display()
+    );
+    let _ = writeln!(
+        s,
+        "\nControl plane (in this process, serving the mesh file):\n  \
+         grpc  http://{}   (every sidecar runs `skiff run --xds http://{} ...`)\n  \
+         admin {xds_admin}\n  log   {}",
+        demo.xds_addr(),
+        demo.xds_addr(),
+        demo.dir().join(LOG_DIR).join(CONTROL_PLANE_LOG).display()
     );
     let _ = writeln!(s, "\nSidecars:");
     let _ = writeln!(
@@ -116,7 +188,7 @@ fn instructions(demo: &Demo) -> String {
     let _ = writeln!(s, "  curl -s -H 'Host: web' http://{out_addr}/headers");
     let _ = writeln!(
         s,
-        "  for i in $(seq 10); do curl -s -H 'Host: reviews' http://{out_addr}/; done   # 50/50 v1/v2"
+        "  for i in $(seq 10); do curl -s -H 'Host: {SPLIT_SERVICE}' http://{out_addr}/; done   # 50/50 v1/v2"
     );
     let _ = writeln!(
         s,
@@ -135,15 +207,27 @@ fn instructions(demo: &Demo) -> String {
         "  grpcurl -plaintext -authority echo -import-path {dir} -proto demo.proto \\\n    \
          -d '{{\"message\":\"hi\"}}' {out_addr} skiff.demo.v1.Echo/Unary"
     );
-    let _ = writeln!(s, "\nInspect the client sidecar:");
-    let _ = writeln!(s, "  curl -s http://{admin}/config_dump");
-    let _ = writeln!(s, "  curl -s http://{admin}/metrics");
-    let pids: Vec<String> = demo.sidecars().map(|sc| sc.pid.to_string()).collect();
+    let _ = writeln!(s, "\nInspect:");
     let _ = writeln!(
         s,
-        "\nReload after editing the mesh file:\n  kill -HUP {}",
-        pids.join(" ")
+        "  {xds_bin} status --admin {xds_admin}   # every sidecar, in sync or not"
     );
+    let _ = writeln!(s, "  curl -s http://{admin}/config_dump");
+    let _ = writeln!(s, "  curl -s http://{admin}/metrics");
+    let _ = writeln!(
+        s,
+        "\nChange the mesh live: the control plane watches the mesh file and pushes every valid \
+         edit\nto the sidecars (an invalid one is refused; `status` names the bad field). For \
+         example,\nsend all of {SPLIT_SERVICE} to v2 by setting the weights under {SPLIT_PATH} \
+         to 0 and 100\n(edit the file, or paste):"
+    );
+    let _ = writeln!(s, "  sed -i '{}' {mesh}", split_edit([50, 50], [0, 100]));
+    let _ = writeln!(
+        s,
+        "  for i in $(seq 20); do curl -s -H 'Host: {SPLIT_SERVICE}' http://{out_addr}/; done | sort | uniq -c"
+    );
+    let _ = writeln!(s, "and back to 50/50:");
+    let _ = writeln!(s, "  sed -i '{}' {mesh}", split_edit([0, 100], [50, 50]));
     let _ = writeln!(s, "\nCtrl-C stops the demo.");
     s
 }

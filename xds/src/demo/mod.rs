@@ -1,5 +1,6 @@
 //! The demo mesh: demo HTTP and gRPC apps on loopback, the mesh file naming their real
-//! ports, and one `skiff` sidecar per workload, started, awaited and stopped together.
+//! ports, a control plane serving that file (`serve::start`, in this process) and one
+//! `skiff --xds` sidecar per workload, started, awaited and stopped together.
 //! `start` is the library entry point (tests use it); `main` is `skiff-xds demo`.
 
 mod cli;
@@ -19,13 +20,15 @@ use anyhow::{Context as _, anyhow};
 use futures_util::future::{select_all, try_join_all};
 use tokio::time::Instant;
 
+use crate::serve::{self as control_plane, ServeArgs};
+
 pub use self::{
     cli::{DemoArgs, main},
     echo_app::spawn_grpc_echo,
     http_app::{SERVED_BY, spawn_http_app},
     serve::AppHandle,
     sidecar::{ListeningLine, SidecarError, SidecarInfo, find_skiff, parse_listening_line},
-    topology::{AppKind, CLIENT, WORKLOADS, WorkloadSpec},
+    topology::{AppKind, CLIENT, SPLIT_PATH, SPLIT_SERVICE, WORKLOADS, WorkloadSpec, split_edit},
 };
 use self::{
     sidecar::{Launch, Sidecar},
@@ -35,18 +38,31 @@ use self::{
 /// The proto of the demo gRPC service, written next to the mesh file for `grpcurl -proto`.
 const DEMO_PROTO: &str = include_str!("../../proto/demo.proto");
 
+/// The subdirectory of the demo directory that holds every log. The control plane watches
+/// the mesh file's directory (not recursively) and re-reads the file on any event there, so
+/// log writes next to the mesh file would make it re-read, and re-log a refused edit,
+/// forever.
+pub(crate) const LOG_DIR: &str = "logs";
+
 /// How to run the demo.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
     /// The `skiff` binary. Default: `skiff` (looked up on `PATH`); see [`find_skiff`].
     pub skiff_bin: PathBuf,
-    /// Where the mesh file, `demo.proto` and the sidecar logs go; created if missing.
+    /// Where the mesh file and `demo.proto` go, and the logs (under `logs/`); created if
+    /// missing.
     /// Default: a fresh temporary directory, kept after the demo ends.
     pub dir: Option<PathBuf>,
     /// Port of the client sidecar's outbound listener on 127.0.0.1; 0 = any. Default: 15001.
     pub outbound_port: u16,
     /// Port of the client sidecar's admin listener on 127.0.0.1; 0 = any. Default: 15000.
     pub admin_port: u16,
+    /// Port of the control plane's discovery (gRPC) listener on 127.0.0.1; 0 = any.
+    /// Default: 15010.
+    pub xds_port: u16,
+    /// Port of the control plane's admin listener (`/proxies`, `skiff-xds status`) on
+    /// 127.0.0.1; 0 = any. Default: 15014.
+    pub xds_admin_port: u16,
     /// How long all sidecars together may take to be ready. Default: 20 s.
     pub ready_timeout: Duration,
     /// How long sidecars may drain after SIGTERM before they are killed. Default: 8 s.
@@ -60,27 +76,34 @@ impl Default for DemoOptions {
             dir: None,
             outbound_port: 15001,
             admin_port: 15000,
+            xds_port: 15010,
+            xds_admin_port: 15014,
             ready_timeout: Duration::from_secs(20),
             stop_timeout: Duration::from_secs(8),
         }
     }
 }
 
-/// A running demo mesh. Dropping it kills the sidecars and stops the apps; `shutdown`
-/// lets the sidecars drain first.
+/// A running demo mesh. Dropping it kills the sidecars and stops the control plane and the
+/// apps; `shutdown` lets the sidecars drain first.
 pub struct Demo {
     dir: PathBuf,
     mesh_path: PathBuf,
     client_outbound: SocketAddr,
     client_admin: SocketAddr,
+    xds_addr: SocketAddr,
+    xds_admin_addr: SocketAddr,
     stop_timeout: Duration,
-    // Sidecars before apps: fields drop in order, so the proxies go before their upstreams.
+    // Sidecars, then the control plane, then apps: fields drop in order, so the proxies go
+    // before what they talk to.
     sidecars: Vec<Sidecar>,
+    control_plane: Option<control_plane::Running>,
     apps: Vec<AppHandle>,
 }
 
-/// Starts the demo apps, writes and validates the mesh file, starts one sidecar per
-/// workload and returns once every sidecar's `/ready` answers 200.
+/// Starts the demo apps, writes and validates the mesh file, serves it from a control
+/// plane in this process, starts one xDS-mode sidecar per workload and returns once every
+/// sidecar's `/ready` answers 200 (each has its first config from the control plane).
 pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
     let dir = prepare_dir(opts.dir.as_deref())?;
 
@@ -119,6 +142,28 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
         .await
         .with_context(|| format!("writing {}", proto_path.display()))?;
 
+    let serve_args = ServeArgs {
+        config: mesh_path.clone(),
+        grpc_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, opts.xds_port)),
+        admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, opts.xds_admin_port)),
+    };
+    let cp = control_plane::start(serve_args).await.map_err(|e| {
+        let in_use = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+        });
+        if in_use {
+            e.context(format!(
+                "starting the control plane: 127.0.0.1:{} or 127.0.0.1:{} is taken; \
+                 `--xds-port 0 --xds-admin-port 0` picks free ports",
+                opts.xds_port, opts.xds_admin_port
+            ))
+        } else {
+            e.context("starting the control plane")
+        }
+    })?;
+    let xds_url = format!("http://{}", cp.grpc_addr);
+
     let deadline = Instant::now() + opts.ready_timeout;
     let ephemeral = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let launches = placements.iter().map(|p| {
@@ -132,11 +177,11 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
         };
         let launch = Launch {
             bin: &opts.skiff_bin,
-            mesh: &mesh_path,
+            xds: &xds_url,
             placement: *p,
             admin_addr,
             outbound_addr,
-            log: dir.join(format!("{}.log", p.spec.name)),
+            log: dir.join(LOG_DIR).join(format!("{}.log", p.spec.name)),
         };
         sidecar::start(launch, deadline)
     });
@@ -163,28 +208,31 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
     Ok(Demo {
         client_outbound: client.info.outbound,
         client_admin: client.info.admin,
+        xds_addr: cp.grpc_addr,
+        xds_admin_addr: cp.admin_addr,
         dir,
         mesh_path,
         stop_timeout: opts.stop_timeout,
         sidecars,
+        control_plane: Some(cp),
         apps,
     })
 }
 
 /// Creates `dir`, or a fresh temporary directory that outlives the demo so its files can
-/// still be read afterwards.
-fn prepare_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
-    match dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            Ok(dir.to_owned())
-        }
-        None => Ok(tempfile::Builder::new()
+/// still be read afterwards, and its `logs/` subdirectory.
+pub(crate) fn prepare_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = match dir {
+        Some(dir) => dir.to_owned(),
+        None => tempfile::Builder::new()
             .prefix("skiff-demo-")
             .tempdir()
             .context("creating a temporary directory for the demo")?
-            .keep()),
-    }
+            .keep(),
+    };
+    let logs = dir.join(LOG_DIR);
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    Ok(dir)
 }
 
 impl Demo {
@@ -198,12 +246,22 @@ impl Demo {
         self.client_admin
     }
 
-    /// The mesh file every sidecar runs.
+    /// The mesh file the control plane serves (and watches: edits reach every sidecar).
     pub fn mesh_path(&self) -> &Path {
         &self.mesh_path
     }
 
-    /// The directory with the mesh file, `demo.proto` and one log per sidecar.
+    /// The control plane's discovery (gRPC) listener; every sidecar runs `--xds http://<this>`.
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.xds_addr
+    }
+
+    /// The control plane's admin listener: `/proxies` (what `skiff-xds status` shows).
+    pub fn xds_admin_addr(&self) -> SocketAddr {
+        self.xds_admin_addr
+    }
+
+    /// The directory with the mesh file, `demo.proto` and `logs/` (one log per sidecar).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -229,7 +287,7 @@ impl Demo {
     }
 
     /// Stops the sidecars (SIGTERM to all, then SIGKILL to those still running after the
-    /// stop timeout), then the apps.
+    /// stop timeout), then the control plane, then the apps.
     pub async fn shutdown(mut self) {
         for sidecar in &mut self.sidecars {
             sidecar.terminate();
@@ -241,6 +299,11 @@ impl Demo {
             let _ = sidecar.wait_or_kill(deadline).await;
         }
         self.sidecars.clear();
+        if let Some(cp) = self.control_plane.take()
+            && let Err(e) = cp.stop().await
+        {
+            tracing::warn!(error = %e, "the demo's control plane did not stop cleanly");
+        }
         self.apps.clear();
     }
 }

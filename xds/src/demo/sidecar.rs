@@ -1,6 +1,6 @@
-//! The demo's `skiff` sidecar processes: finding the binary, starting one `skiff run` per
-//! workload, reading the startup line for the bound addresses, waiting for `/ready`, and
-//! stopping them (SIGTERM, a grace period, then SIGKILL).
+//! The demo's `skiff` sidecar processes: finding the binary, starting one
+//! `skiff run --xds` per workload, reading the startup line for the bound addresses, waiting
+//! for `/ready`, and stopping them (SIGTERM, a grace period, then SIGKILL).
 
 use std::{
     io,
@@ -27,7 +27,7 @@ use super::topology::Placement;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SidecarInfo {
     pub workload: String,
-    /// Process id, for `kill -HUP` after editing the mesh file.
+    /// Process id.
     pub pid: u32,
     pub admin: SocketAddr,
     pub outbound: SocketAddr,
@@ -151,7 +151,8 @@ pub fn find_skiff(explicit: Option<PathBuf>) -> PathBuf {
 /// How to start one sidecar.
 pub(crate) struct Launch<'a> {
     pub bin: &'a Path,
-    pub mesh: &'a Path,
+    /// The control plane's discovery URL, `http://ADDR`.
+    pub xds: &'a str,
     pub placement: Placement,
     pub admin_addr: SocketAddr,
     pub outbound_addr: SocketAddr,
@@ -181,8 +182,7 @@ pub(crate) async fn start(launch: Launch<'_>, deadline: Instant) -> Result<Sidec
 
     let mut cmd = Command::new(launch.bin);
     cmd.arg("run")
-        .arg("--config")
-        .arg(launch.mesh)
+        .args(["--xds", launch.xds])
         .args(["--workload", &workload, "--namespace", "default"])
         .arg("--admin-addr")
         .arg(launch.admin_addr.to_string())

@@ -1,5 +1,5 @@
 //! `demo::start` failing early, without a real proxy: a missing binary, a binary that exits
-//! at once, and one that never prints the startup line.
+//! at once, and one that never prints the startup line (the control plane starts in each).
 
 use std::time::Duration;
 
@@ -11,6 +11,8 @@ fn opts(bin: &str, dir: &Path) -> DemoOptions {
         dir: Some(dir.to_owned()),
         outbound_port: 0,
         admin_port: 0,
+        xds_port: 0,
+        xds_admin_port: 0,
         ready_timeout: Duration::from_secs(5),
         ..DemoOptions::default()
     }
@@ -49,7 +51,12 @@ async fn a_sidecar_that_exits_is_reported_with_its_status() {
     match sidecar_error(&err) {
         SidecarError::Exited { status, log, .. } => {
             assert_eq!(status.code(), Some(1));
-            assert!(log.starts_with(dir.path()), "{}", log.display());
+            // Not next to the mesh file: the control plane watches that directory.
+            assert!(
+                log.starts_with(dir.path().join(LOG_DIR)),
+                "{}",
+                log.display()
+            );
         }
         other => panic!("unexpected error: {other}"),
     }
@@ -72,4 +79,15 @@ async fn a_silent_sidecar_times_out() {
         matches!(sidecar_error(&err), SidecarError::NoStartupLine { .. }),
         "{err:#}"
     );
+}
+
+#[tokio::test]
+async fn a_taken_control_plane_port_says_how_to_pick_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut o = opts("/nonexistent/skiff", dir.path());
+    o.xds_port = taken.local_addr().expect("addr").port();
+    let err = start(o).await.err().expect("the gRPC port is taken");
+    let text = format!("{err:#}");
+    assert!(text.contains("--xds-port 0 --xds-admin-port 0"), "{text}");
 }

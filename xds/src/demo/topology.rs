@@ -30,6 +30,13 @@ pub struct WorkloadSpec {
 /// The workload whose sidecar's outbound listener the user points curl at.
 pub const CLIENT: &str = "client";
 
+/// The service with the demo's weighted traffic split (50/50 between its two versions).
+pub const SPLIT_SERVICE: &str = "reviews";
+
+/// Where that split's weights are in the rendered mesh file, named the way validation
+/// names fields.
+pub const SPLIT_PATH: &str = "services[1].routes[0].backendRefs";
+
 /// Every workload of the demo, the client first.
 pub const WORKLOADS: [WorkloadSpec; 5] = [
     WorkloadSpec {
@@ -63,6 +70,17 @@ pub const WORKLOADS: [WorkloadSpec; 5] = [
         kind: AppKind::GrpcEcho,
     },
 ];
+
+/// The `sed` expression that changes the split's weights from `from` to `to`
+/// ([reviews-v1, reviews-v2]; `render` writes 50/50). `sed -i` writes a new file and renames
+/// it over the old one, as a ConfigMap update does; the control plane's watcher sees both.
+pub fn split_edit(from: [u32; 2], to: [u32; 2]) -> String {
+    format!(
+        "s/service: reviews-v1, weight: {} /service: reviews-v1, weight: {} /; \
+         s/service: reviews-v2, weight: {} /service: reviews-v2, weight: {} /",
+        from[0], to[0], from[1], to[1]
+    )
+}
 
 /// A workload with its addresses: where its sidecar listens inbound and where its app is.
 #[derive(Clone, Copy, Debug)]
@@ -108,10 +126,12 @@ pub fn render(placements: &[Placement]) -> String {
 
 const HEADER: &str = "\
 # Skiff demo mesh, written by `skiff-xds demo` with this run's loopback ports.
-# Each workload runs a demo app (at `inbound.app`) and a sidecar started as
-#   skiff run --config <this file> --workload <name> --namespace default
-# which listens for mesh traffic at `inbound.listen`. Edit this file, then send the
-# sidecars SIGHUP (the demo prints the command) to reload it without a restart.
+# The demo's control plane serves this file; each workload runs a demo app (at
+# `inbound.app`) and a sidecar started as
+#   skiff run --xds http://<control plane> --workload <name> --namespace default
+# which listens for mesh traffic at `inbound.listen`. The control plane watches this file:
+# save an edit and it reaches every sidecar; an invalid edit is refused and changes nothing
+# (`skiff-xds status` names the bad field).
 mesh:
   trustDomain: cluster.local
 ";
@@ -188,9 +208,53 @@ mod tests {
         let inbound = reviews_v2.inbound.as_ref().expect("inbound");
         assert_eq!(inbound.listen.port(), 20003);
         assert_eq!(inbound.app.port(), 30003);
+        // SPLIT_PATH and the printed edit instructions point at this split.
+        assert_eq!(SPLIT_PATH, "services[1].routes[0].backendRefs");
+        assert_eq!(mesh.services[1].name, SPLIT_SERVICE);
         let split = &mesh.services[1].routes[0].backend_refs;
-        assert_eq!(split.iter().map(|b| b.weight).sum::<u32>(), 100);
+        let weights: Vec<(&str, u32)> = split
+            .iter()
+            .map(|b| (b.service.as_str(), b.weight))
+            .collect();
+        assert_eq!(weights, [("reviews-v1", 50), ("reviews-v2", 50)]);
         assert_eq!(mesh.services[4].protocol, skiff_api::model::Protocol::Grpc);
+    }
+
+    /// Applies `split_edit`'s substitutions the way sed does (first match on each line).
+    fn sed(text: &str, expr: &str) -> String {
+        let subs: Vec<(&str, &str)> = expr
+            .split("; ")
+            .map(|s| {
+                let parts: Vec<&str> = s.split('/').collect();
+                assert_eq!(parts.len(), 4, "{s}");
+                (parts[1], parts[2])
+            })
+            .collect();
+        text.lines()
+            .map(|line| {
+                let mut line = line.to_owned();
+                for (from, to) in &subs {
+                    line = line.replacen(from, to, 1);
+                }
+                line + "\n"
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_edit_changes_the_weights() {
+        let weights = |text: &str| -> Vec<u32> {
+            let mesh = skiff_api::load(text).expect("the edited mesh validates");
+            mesh.services[1].routes[0]
+                .backend_refs
+                .iter()
+                .map(|b| b.weight)
+                .collect()
+        };
+        let edited = sed(&render(&placements()), &split_edit([50, 50], [0, 100]));
+        assert_eq!(weights(&edited), [0, 100]);
+        let back = sed(&edited, &split_edit([0, 100], [50, 50]));
+        assert_eq!(weights(&back), [50, 50]);
     }
 
     #[test]
