@@ -6,7 +6,6 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::{
     admin::{self, AdminState},
@@ -133,9 +132,13 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc_server = tonic::transport::Server::builder()
         .add_service(discovery)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async {
-            let _ = stop_rx.await;
-        });
+        .serve_with_incoming_shutdown(
+            // Responses are small and latency matters: no Nagle delay.
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
     let server = tokio::spawn(async move {
         // The watcher lives as long as the server.
         let _watch = watch;

@@ -230,6 +230,8 @@ pub struct Resources {
     /// Workload resource name → the policies that apply on its inbound side (those whose
     /// target service has it as an endpoint).
     pub policies_by_workload: BTreeMap<String, Vec<String>>,
+    /// [`Resources::kind_version`] of each kind, computed once: every push reads it.
+    kind_versions: BTreeMap<Kind, String>,
 }
 
 /// Compiles a mesh file that passed [`crate::validate::validate`] into resources. Values the
@@ -253,6 +255,7 @@ pub fn compile(mesh: &MeshFile) -> Resources {
         hosts: BTreeMap::new(),
         addresses: BTreeMap::new(),
         policies_by_workload: BTreeMap::new(),
+        kind_versions: BTreeMap::new(),
     };
     for svc in &mesh.services {
         let name = resource_name(&svc.namespace, &svc.name);
@@ -319,6 +322,10 @@ pub fn compile(mesh: &MeshFile) -> Resources {
             Compiled::new(Kind::Authorization, name, policy),
         );
     }
+    resources.kind_versions = Kind::ALL
+        .iter()
+        .map(|&k| (k, resources.hash_kind(k)))
+        .collect();
     resources
 }
 
@@ -384,6 +391,13 @@ impl Resources {
     /// A version of every resource of a kind together (a response's `system_version_info`):
     /// changes when any resource of the kind is added, removed or changed.
     pub fn kind_version(&self, kind: Kind) -> String {
+        match self.kind_versions.get(&kind) {
+            Some(v) => v.clone(),
+            None => self.hash_kind(kind),
+        }
+    }
+
+    fn hash_kind(&self, kind: Kind) -> String {
         let mut text = Vec::new();
         for r in self.of_kind(kind) {
             text.extend_from_slice(r.name.as_bytes());

@@ -39,11 +39,19 @@ pub enum FileError {
 
 /// Reads, validates and compiles the mesh file.
 pub fn load(path: &Path) -> Result<Resources, FileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+    let text = read(path)?;
+    parse(path, &text)
+}
+
+fn read(path: &Path) -> Result<String, FileError> {
+    std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    let mesh = skiff_api::load(&text).map_err(|error| FileError::Invalid {
+    })
+}
+
+fn parse(path: &Path, text: &str) -> Result<Resources, FileError> {
+    let mesh = skiff_api::load(text).map_err(|error| FileError::Invalid {
         path: path.to_owned(),
         error,
     })?;
@@ -93,6 +101,9 @@ pub fn watch(
             source,
         })?;
     let task = tokio::spawn(async move {
+        // The file's bytes as last read: events for other files in the directory (logs, a
+        // ConfigMap's other keys) must not re-read, re-log and re-count the same file.
+        let mut last: Option<String> = std::fs::read_to_string(&path).ok();
         while rx.recv().await.is_some() {
             // Debounce: keep draining until the directory has been quiet for DEBOUNCE.
             loop {
@@ -102,7 +113,7 @@ pub fn watch(
                     Err(_quiet) => break,
                 }
             }
-            reload(&path, &store, &metrics).await;
+            reload(&path, &store, &metrics, &mut last).await;
         }
     });
     Ok(FileWatch {
@@ -111,10 +122,28 @@ pub fn watch(
     })
 }
 
-async fn reload(path: &Path, store: &ConfigStore, metrics: &Metrics) {
+async fn reload(path: &Path, store: &ConfigStore, metrics: &Metrics, last: &mut Option<String>) {
     let owned = path.to_owned();
-    let loaded = match tokio::task::spawn_blocking(move || load(&owned)).await {
-        Ok(r) => r,
+    let seen = last.clone();
+    let job = move || -> Option<(Option<String>, Result<Resources, FileError>)> {
+        match read(&owned) {
+            Ok(text) if seen.as_ref() == Some(&text) => None,
+            Ok(text) => {
+                let parsed = parse(&owned, &text);
+                Some((Some(text), parsed))
+            }
+            Err(e) => Some((None, Err(e))),
+        }
+    };
+    let loaded = match tokio::task::spawn_blocking(job).await {
+        Ok(Some((text, r))) => {
+            *last = text;
+            r
+        }
+        Ok(None) => {
+            tracing::debug!(path = %path.display(), "directory changed, mesh file unchanged");
+            return;
+        }
         Err(e) => {
             tracing::error!(error = %e, "config load task failed");
             return;
@@ -138,5 +167,40 @@ async fn reload(path: &Path, store: &ConfigStore, metrics: &Metrics) {
             tracing::warn!(error = %message, "config refused; keeping the last good one");
             store.set_last_error(Some(message));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unchanged_file_is_not_read_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mesh.yaml");
+        std::fs::write(&path, "services: []\n").expect("write");
+        let store = ConfigStore::new(load(&path).expect("valid"));
+        let metrics = Metrics::default();
+        let mut last = std::fs::read_to_string(&path).ok();
+
+        // An event for another file in the directory: the mesh file is not parsed again.
+        reload(&path, &store, &metrics, &mut last).await;
+        assert_eq!(metrics.reload(true).get(), 0);
+
+        std::fs::write(&path, "services: 7\n").expect("write");
+        for _ in 0..3 {
+            reload(&path, &store, &metrics, &mut last).await;
+        }
+        assert_eq!(
+            metrics.reload(false).get(),
+            1,
+            "one refusal per bad version"
+        );
+        assert!(store.last_error().is_some());
+
+        std::fs::write(&path, "services: [ { name: a } ]\n").expect("write");
+        reload(&path, &store, &metrics, &mut last).await;
+        assert_eq!(metrics.reload(true).get(), 1);
+        assert!(store.last_error().is_none());
     }
 }
