@@ -39,9 +39,8 @@ use self::{
 const DEMO_PROTO: &str = include_str!("../../proto/demo.proto");
 
 /// The subdirectory of the demo directory that holds every log. The control plane watches
-/// the mesh file's directory (not recursively) and re-reads the file on any event there, so
-/// log writes next to the mesh file would make it re-read, and re-log a refused edit,
-/// forever.
+/// the mesh file's directory (not recursively): log writes next to the mesh file would wake
+/// it on every line.
 pub(crate) const LOG_DIR: &str = "logs";
 
 /// How to run the demo.
