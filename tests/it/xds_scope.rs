@@ -288,3 +288,44 @@ async fn memory_follows_what_the_app_talks_to_not_the_mesh() {
         "RSS {big_rss} KiB in a mesh of 10,000 services vs {small_rss} KiB in a mesh of 10"
     );
 }
+
+#[tokio::test]
+async fn a_lookup_waits_out_a_control_plane_restart() {
+    let app = HttpUpstream::start("app").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mesh.yaml");
+    replace_file(&path, &mesh_of(10, app.addr()));
+    let cp = control_plane(&path).await;
+    let grpc = cp.grpc_addr;
+    let p = proxy(&cp, &[("--xds-fetch-timeout", "30s")]).await;
+    assert_eq!(get(&p, "svc-1").await.status, StatusCode::OK);
+
+    cp.stop().await.expect("control plane stops");
+    eventually("the proxy sees the stream end", STEP, || async {
+        p.config_dump().await["xds"]["connected"] == false
+    })
+    .await;
+    // Asked while disconnected: the request waits for the reconnect and its answer.
+    let pending = {
+        let outbound = p.outbound;
+        tokio::spawn(async move { client::send_h1(outbound, client::get("svc-2", "/")).await })
+    };
+    eventually("the lookup is pending", STEP, || async {
+        p.config_dump().await["onDemand"]["host:svc-2"] == "pending"
+    })
+    .await;
+    let again = start(ServeArgs {
+        config: path.clone(),
+        grpc_addr: grpc,
+        admin_addr: "127.0.0.1:0".parse().expect("literal"),
+    })
+    .await
+    .expect("control plane restarts on its port");
+    let r = pending.await.expect("request task");
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let dump = p.config_dump().await;
+    assert_eq!(dump["xds"]["connected"], true);
+    assert_eq!(service_names(&dump), set(&["svc-1", "svc-2"]));
+    assert_eq!(get(&p, "svc-1").await.status, StatusCode::OK);
+    drop(again);
+}

@@ -69,8 +69,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting and gives open streams a moment to end; proxies stream forever, so
-    /// after `STOP_GRACE` the server is dropped with them still open.
+    /// Stops accepting, ends every open stream with `UNAVAILABLE` (proxies reconnect with
+    /// backoff) and waits up to `STOP_GRACE` for the connections to close.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -128,15 +128,18 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         metrics: metrics_registry,
     });
     let admin_task = tokio::spawn(admin::serve(admin, admin_state));
-    let discovery = DiscoveryService::new(store, registry, metrics).into_server();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let discovery = DiscoveryService::new(store, registry, metrics, shutdown_rx).into_server();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc_server = tonic::transport::Server::builder()
         .add_service(discovery)
         .serve_with_incoming_shutdown(
             // Responses are small and latency matters: no Nagle delay.
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            async {
+            async move {
                 let _ = stop_rx.await;
+                // Open streams end with UNAVAILABLE, then the connections close.
+                let _ = shutdown_tx.send(true);
             },
         );
     let server = tokio::spawn(async move {

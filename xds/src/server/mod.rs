@@ -17,7 +17,7 @@ use skiff_api::{
     pb::{self, discovery_server::Discovery},
     resource::resource_name,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -39,15 +39,24 @@ pub struct DiscoveryService {
     registry: Arc<Registry>,
     metrics: Metrics,
     next_id: Arc<AtomicU64>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl DiscoveryService {
-    pub fn new(store: Arc<ConfigStore>, registry: Arc<Registry>, metrics: Metrics) -> Self {
+    /// `shutdown` turning true ends every open stream with `UNAVAILABLE`, so proxies
+    /// reconnect (to this control plane's successor) instead of holding a dead stream.
+    pub fn new(
+        store: Arc<ConfigStore>,
+        registry: Arc<Registry>,
+        metrics: Metrics,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         DiscoveryService {
             store,
             registry,
             metrics,
             next_id: Arc::new(AtomicU64::new(1)),
+            shutdown,
         }
     }
 
@@ -105,6 +114,7 @@ impl Discovery for DiscoveryService {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             tx,
+            shutdown: self.shutdown.clone(),
         };
         // The first request is answered before the task starts, so its response is queued
         // before anything the config watch could produce.
@@ -120,11 +130,12 @@ struct StreamTask {
     store: Arc<ConfigStore>,
     metrics: Metrics,
     tx: mpsc::Sender<Result<pb::DiscoveryResponse, Status>>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl StreamTask {
     async fn run(
-        self,
+        mut self,
         mut state: StreamState,
         mut inbound: Streaming<pb::DiscoveryRequest>,
         first: Result<Option<pb::DiscoveryResponse>, Status>,
@@ -150,7 +161,7 @@ impl StreamTask {
     }
 
     async fn serve(
-        &self,
+        &mut self,
         state: &mut StreamState,
         inbound: &mut Streaming<pb::DiscoveryRequest>,
         changes: &mut tokio::sync::watch::Receiver<u64>,
@@ -159,8 +170,13 @@ impl StreamTask {
         if let Some(rsp) = first? {
             self.send(rsp).await?;
         }
+        let shutting_down = || Status::unavailable("control plane shutting down");
+        if *self.shutdown.borrow() {
+            return Err(shutting_down());
+        }
         loop {
             tokio::select! {
+                _ = self.shutdown.changed() => return Err(shutting_down()),
                 msg = inbound.message() => match msg {
                     Ok(Some(req)) => {
                         let resources = self.store.current();
@@ -175,7 +191,7 @@ impl StreamTask {
                 },
                 changed = changes.changed() => {
                     if changed.is_err() {
-                        return Err(Status::unavailable("control plane shutting down"));
+                        return Err(shutting_down());
                     }
                     let resources = self.store.current();
                     for rsp in state.on_config(&resources) {
