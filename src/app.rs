@@ -42,6 +42,10 @@ pub fn run(args: RunArgs) -> ExitCode {
             namespace: args.namespace.clone(),
             fetch_timeout: args.xds_fetch_timeout.get(),
             idle_timeout: args.xds_idle_timeout.get(),
+            keepalive: args
+                .xds_keepalive
+                .get()
+                .max(std::time::Duration::from_millis(100)),
         }),
         (None, Some(_), None) => {
             error!(

@@ -32,6 +32,11 @@ pub struct RunArgs {
     /// Default: 5m.
     #[arg(long, env = "SKIFF_XDS_IDLE_TIMEOUT", default_value = "5m")]
     pub xds_idle_timeout: Dur,
+    /// xDS mode: HTTP/2 PING interval on the discovery stream; a control plane that does not
+    /// answer within as long again is treated as gone (a dead node sends no reset), and the
+    /// proxy reconnects. Default: 10s.
+    #[arg(long, env = "SKIFF_XDS_KEEPALIVE", default_value = "10s")]
+    pub xds_keepalive: Dur,
     /// Bootstrap token proving the workload's identity to the control plane.
     #[arg(long, env = "SKIFF_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,

@@ -63,6 +63,8 @@ pub struct XdsConfig {
     pub fetch_timeout: Duration,
     /// How long an unused service stays subscribed.
     pub idle_timeout: Duration,
+    /// HTTP/2 PING interval, and how long a PING may go unanswered.
+    pub keepalive: Duration,
 }
 
 /// The discovery stream as `/config_dump` shows it.
@@ -321,7 +323,10 @@ impl Client<'_> {
                 source,
             })?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(cfg.keepalive)
+            .keep_alive_timeout(cfg.keepalive)
+            .keep_alive_while_idle(true);
         let channel = endpoint.connect().await.map_err(XdsError::Connect)?;
         let mut client = DiscoveryClient::new(channel);
         let (tx, rx) = mpsc::channel::<pb::DiscoveryRequest>(64);

@@ -11,6 +11,7 @@ use skiff_xds::serve::{Running, ServeArgs, start};
 use crate::support::{
     STEP, client, eventually,
     proxy::{Proxy, ProxyBuilder},
+    relay::Relay,
     upstream::HttpUpstream,
 };
 
@@ -328,4 +329,33 @@ async fn a_lookup_waits_out_a_control_plane_restart() {
     assert_eq!(service_names(&dump), set(&["svc-1", "svc-2"]));
     assert_eq!(get(&p, "svc-1").await.status, StatusCode::OK);
     drop(again);
+}
+
+#[tokio::test]
+async fn a_control_plane_gone_silent_is_detected_by_keepalive() {
+    let (app, app2) = (
+        HttpUpstream::start("app").await,
+        HttpUpstream::start("app2").await,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mesh.yaml");
+    replace_file(&path, &mesh_of(3, app.addr()));
+    let cp = control_plane(&path).await;
+    let relay = Relay::start(cp.grpc_addr).await;
+    let p = ProxyBuilder::xds(&format!("http://{}", relay.addr))
+        .workload("client", "default")
+        .arg("--xds-keepalive", "500ms")
+        .start()
+        .await;
+    assert_eq!(get(&p, "svc-1").await.served_by(), Some("app"));
+
+    // The path to the control plane goes silent without a reset (a dead node): only PINGs
+    // going unanswered can tell. An edit must still reach the proxy, over a new stream.
+    relay.silence_open_connections();
+    replace_file(&path, &mesh_of(3, app2.addr()));
+    eventually("the proxy reconnects and gets the edit", STEP, || async {
+        get(&p, "svc-1").await.served_by() == Some("app2")
+    })
+    .await;
+    assert!(relay.accepted() >= 2, "a new connection carried the edit");
 }

@@ -57,6 +57,9 @@ fn init_logging() {
         .try_init();
 }
 
+/// HTTP/2 PING interval on discovery connections, and how long a PING may go unanswered.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long `stop` waits for open streams before dropping them.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -132,6 +135,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let discovery = DiscoveryService::new(store, registry, metrics, shutdown_rx).into_server();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc_server = tonic::transport::Server::builder()
+        // A proxy whose node died sends no reset: PINGs find it, and its stream ends.
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE))
         .add_service(discovery)
         .serve_with_incoming_shutdown(
             // Responses are small and latency matters: no Nagle delay.

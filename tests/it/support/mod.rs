@@ -1,11 +1,12 @@
 //! Everything the tests spawn or drive: the `skiff` process (`proxy`), the `skiff-xds` process
-//! (`control_plane`), the servers behind the proxy (`upstream`) and the clients in front of it
-//! (`client`), plus deadline helpers.
+//! (`control_plane`), the servers behind the proxy (`upstream`), the clients in front of it
+//! (`client`), a TCP relay that can go silent (`relay`), plus deadline helpers.
 
 pub mod client;
 pub mod control_plane;
 pub mod netns;
 pub mod proxy;
+pub mod relay;
 pub mod upstream;
 
 use std::{future::Future, time::Duration};
