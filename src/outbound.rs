@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 use http::request::Parts;
 use skiff_api::{
     model::Protocol,
-    resource::{addr_alias, host_alias},
+    resource::{addr_alias, host_alias, is_plausible_authority},
 };
 
 use crate::{
@@ -48,10 +48,9 @@ impl Handler for Outbound {
             // On demand, the catch-all takes a host only once the control plane was asked
             // about it: the host may be a service not held yet.
             (None, Some(any))
-                if self
-                    .on_demand
-                    .as_ref()
-                    .is_none_or(|od| host.is_none_or(|h| od.asked(&host_alias(h)))) =>
+                if self.on_demand.as_ref().is_none_or(|od| {
+                    host.is_none_or(|h| !is_plausible_authority(h) || od.asked(&host_alias(h)))
+                }) =>
             {
                 any
             }
@@ -70,7 +69,9 @@ impl Handler for Outbound {
         if let Some(d) = self.dst {
             aliases.push(addr_alias(d));
         }
-        if let Some(a) = authority(parts) {
+        // A host no service could claim is not worth a subscription (and an app cannot grow
+        // the stream with junk).
+        if let Some(a) = authority(parts).filter(|a| is_plausible_authority(a)) {
             aliases.push(host_alias(a));
         }
         aliases

@@ -128,6 +128,16 @@ async fn services_come_on_demand_and_go_when_idle() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.reason(), Some("unknown-service"));
     assert_eq!(p.config_dump().await["onDemand"]["host:nobody"], "missing");
+    // Junk in Host is not worth a subscription: no lookup, and the stream stays healthy.
+    let r = get(&p, &"a".repeat(1000)).await;
+    assert_eq!(r.reason(), Some("unknown-service"));
+    let dump = p.config_dump().await;
+    assert_eq!(
+        dump["onDemand"].as_object().map(|o| o.len()),
+        Some(3),
+        "{dump}"
+    );
+    assert_eq!(dump["xds"]["connected"], true);
     let m = p.metric_values().await;
     assert_eq!(
         m.sum("skiff_xds_lookups_total", &[("result", "found")]),
@@ -185,6 +195,14 @@ async fn a_catch_all_does_not_shadow_services_not_held_yet() {
     assert_eq!(get(&p, "example.com").await.served_by(), Some("any"));
     assert_eq!(get(&p, "example.com").await.served_by(), Some("any"));
     assert_eq!(get(&p, "reviews:9080").await.served_by(), Some("reviews"));
+    // A host no service could claim is not asked about: the catch-all takes it at once.
+    let long = "x".repeat(300);
+    assert_eq!(get(&p, &long).await.served_by(), Some("any"));
+    assert!(
+        p.config_dump().await["onDemand"]
+            .get(format!("host:{long}"))
+            .is_none()
+    );
 }
 
 #[tokio::test]

@@ -107,6 +107,21 @@ pub fn workload_alias(namespace: &str, name: &str) -> String {
     format!("{WORKLOAD_ALIAS}{namespace}/{name}")
 }
 
+/// Longest subscribed name the control plane takes: far above any resource name or
+/// alias of a real host, low enough that names cannot grow a stream's memory without bound.
+pub const MAX_NAME_LEN: usize = 512;
+
+/// Whether an authority can name a service, so is worth an on-demand subscription: a
+/// hostname or IP literal with an optional port, in DNS characters, short enough that its
+/// alias stays within [`MAX_NAME_LEN`]. Anything else cannot be claimed by a service.
+pub fn is_plausible_authority(authority: &str) -> bool {
+    !authority.is_empty()
+        && authority.len() + HOST_ALIAS.len() <= 261
+        && authority.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_' | b'[' | b']' | b'*')
+        })
+}
+
 /// The Service alias for an authority as a request wrote it (lowercased).
 pub fn host_alias(authority: &str) -> String {
     let mut alias = String::with_capacity(HOST_ALIAS.len() + authority.len());

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use prometheus_client::metrics::counter::Counter;
 use skiff_api::{
     pb,
-    resource::{Kind, Resources, is_alias},
+    resource::{Kind, MAX_NAME_LEN, Resources, is_alias},
 };
 use tonic::Status;
 
@@ -110,6 +110,16 @@ impl StreamState {
         }
         let changed_subscription =
             !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty();
+        if let Some(long) = req
+            .resource_names_subscribe
+            .iter()
+            .find(|n| n.len() > MAX_NAME_LEN)
+        {
+            return Err(Status::invalid_argument(format!(
+                "a subscribed name of {} bytes; names are at most {MAX_NAME_LEN}",
+                long.len()
+            )));
+        }
         for name in req.resource_names_subscribe {
             if name == "*" {
                 ts.wildcard = true;
@@ -383,5 +393,14 @@ mod tests {
         let out = s.on_config(&res);
         assert_eq!(out.len(), 1);
         assert_eq!(names(&out[0]), ["default/a"]);
+    }
+
+    #[test]
+    fn an_over_long_name_ends_the_stream() {
+        let res = resources(MESH);
+        let mut s = state();
+        let long = format!("host:{}", "a".repeat(MAX_NAME_LEN));
+        let err = s.on_request(req(&[&long]), &res).expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
     }
 }
