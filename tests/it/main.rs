@@ -22,5 +22,6 @@ mod sidecars;
 mod tcp;
 mod websocket;
 mod xds;
+mod xds_garbage;
 mod xds_load;
 mod xds_scope;
