@@ -409,7 +409,8 @@ impl Client<'_> {
         let nonce = rsp.nonce.clone();
         let type_url = rsp.type_url.clone();
         let version = rsp.system_version_info.clone();
-        let nack = match Kind::from_type_url(&rsp.type_url) {
+        let kind = Kind::from_type_url(&rsp.type_url);
+        let nack = match kind {
             None => Some((None, format!("unknown type URL {:?}", rsp.type_url))),
             Some(kind) => {
                 first_seen.insert(kind);
@@ -436,7 +437,8 @@ impl Client<'_> {
         }
         // Found means "in the installed snapshot": nothing is installed until every type
         // answered on this stream.
-        self.settle_lookups(held, first_seen.len() == Kind::ALL.len());
+        let installed = first_seen.len() == Kind::ALL.len();
+        self.settle_lookups(held, installed);
         let mut out = vec![pb::DiscoveryRequest {
             type_url,
             response_nonce: nonce,
@@ -451,6 +453,11 @@ impl Client<'_> {
                 .into_iter()
                 .map(|(kind, names)| subscription(kind, names, Vec::new())),
         );
+        // An alias that now means another service leaves the old one unneeded: drop it at
+        // once, or both would claim the host until the next idle sweep.
+        if kind == Some(Kind::Service) && installed {
+            out.extend(self.release(held, &[]));
+        }
         out
     }
 
@@ -662,18 +669,32 @@ impl Client<'_> {
             .map(|(alias, _)| alias.clone())
             .collect();
         gone.extend(self.od.sweep_missing());
-        for alias in &gone {
+        let requests = self.release(held, &gone);
+        if !requests.is_empty() {
+            info!(
+                aliases = gone.len(),
+                "unsubscribed from services unused for {:?}", self.cfg.idle_timeout
+            );
+        }
+        requests
+    }
+
+    /// Forgets the `gone` aliases, then every service and endpoints nothing needs any more
+    /// (an alias may also have come to mean another service); reinstalls without them and
+    /// returns the unsubscriptions to send.
+    fn release(&self, held: &mut Held, gone: &[String]) -> Vec<pb::DiscoveryRequest> {
+        for alias in gone {
             held.aliases.remove(alias);
         }
-        self.od.forget(&gone);
+        self.od.forget(gone);
         let needed = held.needed();
         let drop_names = |kind: Kind, held: &mut Held| -> Vec<String> {
             let subs = held.subscribed.entry(kind).or_default();
             let dropped: Vec<String> = subs
                 .iter()
                 .filter(|n| {
-                    *n != CATCH_ALL_ALIAS
-                        && (gone.contains(*n) || (!is_alias(n) && !needed.contains(*n)))
+                    n.as_str() != CATCH_ALL_ALIAS
+                        && (gone.contains(n) || (!is_alias(n) && !needed.contains(*n)))
                 })
                 .cloned()
                 .collect();
@@ -694,12 +715,7 @@ impl Client<'_> {
         if services.is_empty() && endpoints.is_empty() {
             return Vec::new();
         }
-        info!(
-            services = services.iter().filter(|n| !is_alias(n)).count(),
-            aliases = gone.len(),
-            "unsubscribing from services unused for {:?}",
-            self.cfg.idle_timeout
-        );
+        debug!(?services, ?endpoints, "unsubscribing");
         let mut next = held.received.clone();
         self.install(held, &mut next);
         held.received = next;

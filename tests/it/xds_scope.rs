@@ -377,3 +377,36 @@ async fn a_control_plane_gone_silent_is_detected_by_keepalive() {
     .await;
     assert!(relay.accepted() >= 2, "a new connection carried the edit");
 }
+
+#[tokio::test]
+async fn a_host_that_moves_to_another_service_is_followed_at_once() {
+    let (old, new) = (
+        HttpUpstream::start("old").await,
+        HttpUpstream::start("new").await,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mesh.yaml");
+    let mesh = |old_hosts: &str, new_hosts: &str| {
+        format!(
+            "services:\n  - name: shop-old\n    hosts: [{old_hosts}]\n    endpoints: [ {{ address: \"{}\" }} ]\n  - name: shop-new\n    hosts: [{new_hosts}]\n    endpoints: [ {{ address: \"{}\" }} ]\n{CLIENT}",
+            old.addr(),
+            new.addr()
+        )
+    };
+    replace_file(&path, &mesh("shop", "shop-new"));
+    let cp = control_plane(&path).await;
+    let p = proxy(&cp, &[]).await;
+    assert_eq!(get(&p, "shop").await.served_by(), Some("old"));
+    assert_eq!(service_names(&p.config_dump().await), set(&["shop-old"]));
+
+    replace_file(&path, &mesh("shop-old", "shop, shop-new"));
+    eventually("the host follows its new service", STEP, || async {
+        get(&p, "shop").await.served_by() == Some("new")
+    })
+    .await;
+    // The old service is no longer needed: dropped now, not after the idle timeout (5m).
+    eventually("the old service is dropped", STEP, || async {
+        service_names(&p.config_dump().await) == set(&["shop-new"])
+    })
+    .await;
+}
