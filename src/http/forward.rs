@@ -45,7 +45,7 @@ pub async fn forward(
     let sent = match route.timeout {
         None => Ok(send(parts, body, downstream, upstream, &pick).await),
         Some(limit) => {
-            resilience::within(Some(limit), send(parts, body, downstream, upstream, &pick)).await
+            resilience::within(limit, send(parts, body, downstream, upstream, &pick)).await
         }
     };
     match sent {

@@ -14,15 +14,9 @@ pub enum ResilienceError {
     Timeout { after: Duration },
 }
 
-/// Runs `fut` within `limit`, if there is one.
-pub async fn within<F: Future>(
-    limit: Option<Duration>,
-    fut: F,
-) -> Result<F::Output, ResilienceError> {
-    match limit {
-        None => Ok(fut.await),
-        Some(after) => tokio::time::timeout(after, fut)
-            .await
-            .map_err(|_| ResilienceError::Timeout { after }),
-    }
+/// Runs `fut` within `after`.
+pub async fn within<F: Future>(after: Duration, fut: F) -> Result<F::Output, ResilienceError> {
+    tokio::time::timeout(after, fut)
+        .await
+        .map_err(|_| ResilienceError::Timeout { after })
 }

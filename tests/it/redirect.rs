@@ -9,6 +9,7 @@ use http::StatusCode;
 
 use crate::support::{
     client::{self, RawConn},
+    control_plane,
     netns::{NetNs, redirect_here},
     proxy::ProxyBuilder,
     upstream::{BannerServer, HttpUpstream},
@@ -150,13 +151,7 @@ workloads:
             smtp.addr()
         );
         std::fs::write(&path, mesh).expect("write the mesh file");
-        let cp = skiff_xds::serve::start(skiff_xds::serve::ServeArgs {
-            config: path,
-            grpc_addr: "127.0.0.1:0".parse().expect("literal"),
-            admin_addr: "127.0.0.1:0".parse().expect("literal"),
-        })
-        .await
-        .expect("control plane starts");
+        let cp = control_plane::in_process(&path).await;
         // A long detect timeout: a `protocol: tcp` service learnt too late would hold the
         // banner until it expires.
         let proxy = ProxyBuilder::xds(&format!("http://{}", cp.grpc_addr))

@@ -2,23 +2,16 @@
 //! file) and real `skiff --xds` sidecars. Edits reach the proxies and change their traffic;
 //! a bad edit changes nothing; proxies keep serving while the control plane is gone.
 
-use std::{net::SocketAddr, path::Path};
-
-use http::StatusCode;
-use skiff_xds::serve::{ServeArgs, start};
+use std::net::SocketAddr;
 
 use crate::support::{
-    STEP, client, eventually,
+    STEP, client,
+    control_plane::{self, replace_file},
+    eventually,
     proxy::{Proxy, ProxyBuilder},
     upstream::HttpUpstream,
 };
-
-/// A ConfigMap-style update: write a new file and rename it over the old one.
-pub fn replace_file(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write the new mesh file");
-    std::fs::rename(&tmp, path).expect("rename it into place");
-}
+use http::StatusCode;
 
 fn mesh(v1: &HttpUpstream, v2: &HttpUpstream, w1: u32, w2: u32) -> String {
     format!(
@@ -65,13 +58,7 @@ async fn file_edits_reach_proxies_and_bad_edits_do_not() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("mesh.yaml");
     replace_file(&path, &mesh(&v1, &v2, 100, 0));
-    let cp = start(ServeArgs {
-        config: path.clone(),
-        grpc_addr: "127.0.0.1:0".parse().expect("literal"),
-        admin_addr: "127.0.0.1:0".parse().expect("literal"),
-    })
-    .await
-    .expect("control plane starts");
+    let cp = control_plane::in_process(&path).await;
     let (a, b) = (xds_proxy(cp.grpc_addr).await, xds_proxy(cp.grpc_addr).await);
     for p in [&a, &b] {
         for _ in 0..10 {
@@ -146,13 +133,7 @@ async fn removed_endpoint_finishes_in_flight_requests_then_its_connections_close
         )
     };
     replace_file(&path, &web(&[a.addr(), b.addr()]));
-    let cp = start(ServeArgs {
-        config: path.clone(),
-        grpc_addr: "127.0.0.1:0".parse().expect("literal"),
-        admin_addr: "127.0.0.1:0".parse().expect("literal"),
-    })
-    .await
-    .expect("control plane starts");
+    let cp = control_plane::in_process(&path).await;
     let p = xds_proxy(cp.grpc_addr).await;
 
     // Slow requests in flight on both endpoints (round robin alternates).
@@ -217,13 +198,7 @@ async fn unknown_workload_keeps_the_proxy_waiting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("mesh.yaml");
     replace_file(&path, &mesh(&v1, &v1, 1, 1));
-    let cp = start(ServeArgs {
-        config: path,
-        grpc_addr: "127.0.0.1:0".parse().expect("literal"),
-        admin_addr: "127.0.0.1:0".parse().expect("literal"),
-    })
-    .await
-    .expect("control plane starts");
+    let cp = control_plane::in_process(&path).await;
     // A proxy for a workload the control plane does not know never gets a config, so it
     // never prints its startup line; it logs the refusal and retries.
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff"));

@@ -14,11 +14,7 @@ use std::{
 
 use http::{StatusCode, Version};
 use skiff_api::resource::Kind;
-use skiff_xds::{
-    pb::EchoRequest,
-    serve::{ServeArgs, start},
-    server::ProxiesReport,
-};
+use skiff_xds::{pb::EchoRequest, server::ProxiesReport};
 use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 
 use crate::{
@@ -26,13 +22,12 @@ use crate::{
     support::{
         STEP, client,
         client::{H1Conn, H2Conn},
-        control_plane::ControlPlane,
+        control_plane::{self, ControlPlane, replace_file},
         eventually,
         proxy::{Proxy, ProxyBuilder},
         upstream::{GrpcUpstream, HttpUpstream},
         within,
     },
-    xds::replace_file,
 };
 
 /// The sidecars' workloads; each runs one proxy.
@@ -452,13 +447,7 @@ services:
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("mesh.yaml");
     replace_file(&path, &mesh(0));
-    let cp = start(ServeArgs {
-        config: path.clone(),
-        grpc_addr: "127.0.0.1:0".parse().expect("literal"),
-        admin_addr: "127.0.0.1:0".parse().expect("literal"),
-    })
-    .await
-    .expect("control plane starts");
+    let cp = control_plane::in_process(&path).await;
     let proxies = [
         sidecar(cp.grpc_addr, WORKLOADS[0]).await,
         sidecar(cp.grpc_addr, WORKLOADS[1]).await,

@@ -6,29 +6,19 @@ use std::{collections::BTreeSet, fmt::Write as _, net::SocketAddr, path::Path};
 
 use http::StatusCode;
 use serde_json::Value;
-use skiff_xds::serve::{Running, ServeArgs, start};
+use skiff_xds::serve::Running;
 
 use crate::support::{
-    STEP, client, eventually,
+    STEP, client,
+    control_plane::{self, replace_file},
+    eventually,
     proxy::{Proxy, ProxyBuilder},
     relay::Relay,
     upstream::HttpUpstream,
 };
 
-fn replace_file(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write the new mesh file");
-    std::fs::rename(&tmp, path).expect("rename it into place");
-}
-
 async fn control_plane(path: &Path) -> Running {
-    start(ServeArgs {
-        config: path.to_owned(),
-        grpc_addr: "127.0.0.1:0".parse().expect("literal"),
-        admin_addr: "127.0.0.1:0".parse().expect("literal"),
-    })
-    .await
-    .expect("control plane starts")
+    control_plane::in_process(path).await
 }
 
 const CLIENT: &str = "workloads:\n  - name: client\n    inbound: { listen: \"127.0.0.1:1\", app: \"127.0.0.1:2\" }\n";
@@ -333,13 +323,8 @@ async fn a_lookup_waits_out_a_control_plane_restart() {
         p.config_dump().await["onDemand"]["host:svc-2"] == "pending"
     })
     .await;
-    let again = start(ServeArgs {
-        config: path.clone(),
-        grpc_addr: grpc,
-        admin_addr: "127.0.0.1:0".parse().expect("literal"),
-    })
-    .await
-    .expect("control plane restarts on its port");
+    // On the same port: the proxy's configured address.
+    let again = control_plane::in_process_on(&path, grpc).await;
     let r = pending.await.expect("request task");
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     let dump = p.config_dump().await;

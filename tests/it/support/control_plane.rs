@@ -1,6 +1,7 @@
-//! The real `skiff-xds serve` in a process of its own, for tests that SIGKILL the control plane:
-//! its addresses come from the startup line, and it is killed when dropped. The binary belongs
-//! to another package, so it is built on first use, next to `skiff`.
+//! The control plane for tests: in this process on port 0 (`in_process`), or the real
+//! `skiff-xds serve` in a process of its own for tests that SIGKILL it (its addresses come from
+//! the startup line; killed when dropped; the binary belongs to another package, so it is built
+//! on first use, next to `skiff`). Plus `replace_file`, the ConfigMap-style edit.
 
 use std::{
     net::SocketAddr,
@@ -15,7 +16,33 @@ use tokio::{
     sync::OnceCell,
 };
 
+use skiff_xds::serve::{Running, ServeArgs};
+
 use super::{STEP, within};
+
+/// A ConfigMap-style update: write a new file and rename it over the old one.
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write the new mesh file");
+    std::fs::rename(&tmp, path).expect("rename it into place");
+}
+
+/// A control plane in this process watching `config`, on `grpc_addr` (port 0: any) and any
+/// admin port.
+pub async fn in_process_on(config: &Path, grpc_addr: SocketAddr) -> Running {
+    skiff_xds::serve::start(ServeArgs {
+        config: config.to_owned(),
+        grpc_addr,
+        admin_addr: "127.0.0.1:0".parse().expect("literal"),
+    })
+    .await
+    .expect("control plane starts")
+}
+
+/// A control plane in this process watching `config`, on free loopback ports.
+pub async fn in_process(config: &Path) -> Running {
+    in_process_on(config, "127.0.0.1:0".parse().expect("literal")).await
+}
 
 /// A first build may compile the control plane's own dependency features; later ones are no-ops.
 const BUILD: Duration = Duration::from_secs(600);
