@@ -284,6 +284,10 @@ pub struct Retry {
     /// Default: `[5xx, reset, connect-failure]`.
     #[serde(default = "default_retry_on")]
     pub retry_on: Vec<RetryOn>,
+    /// The response statuses retried under `retriable-status-codes` (e.g. `[409, 429]`),
+    /// 100 to 599; set exactly when `retryOn` has that token. Default: none.
+    #[serde(default)]
+    pub retriable_status_codes: Vec<u16>,
     #[serde(default)]
     pub backoff: Option<Backoff>,
     /// Bodies larger than this stream through unretried. Default: 65536.
@@ -308,6 +312,9 @@ pub enum RetryOn {
     RefusedStream,
     #[serde(rename = "retriable-4xx")]
     Retriable4xx,
+    /// The statuses listed in `retriableStatusCodes`.
+    #[serde(rename = "retriable-status-codes")]
+    RetriableStatusCodes,
     #[serde(rename = "cancelled")]
     Cancelled,
     #[serde(rename = "deadline-exceeded")]
@@ -343,8 +350,14 @@ pub struct Fault {
 pub struct FaultAbort {
     /// 0 to 100.
     pub percent: f64,
-    /// 200 to 599.
-    pub status: u16,
+    /// The HTTP status answered, 200 to 599 (gRPC callers get the grpc-status it maps to).
+    /// Exactly one of `status` and `grpcStatus` is set.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The gRPC status answered, 0 to 16 (other callers get the HTTP status it maps to).
+    /// Exactly one of `status` and `grpcStatus` is set.
+    #[serde(default)]
+    pub grpc_status: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -511,6 +524,40 @@ impl Service {
                     format!("{n}.{ns}.svc.{trust_domain}"),
                 ]
             }
+        }
+    }
+}
+
+impl RetryOn {
+    /// Every condition, in the order of the mesh-file documentation.
+    pub const ALL: [RetryOn; 11] = [
+        RetryOn::Status5xx,
+        RetryOn::GatewayError,
+        RetryOn::Reset,
+        RetryOn::ConnectFailure,
+        RetryOn::RefusedStream,
+        RetryOn::Retriable4xx,
+        RetryOn::RetriableStatusCodes,
+        RetryOn::Cancelled,
+        RetryOn::DeadlineExceeded,
+        RetryOn::ResourceExhausted,
+        RetryOn::Unavailable,
+    ];
+
+    /// The token as the mesh file spells it: `5xx`, `retriable-status-codes`, ...
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RetryOn::Status5xx => "5xx",
+            RetryOn::GatewayError => "gateway-error",
+            RetryOn::Reset => "reset",
+            RetryOn::ConnectFailure => "connect-failure",
+            RetryOn::RefusedStream => "refused-stream",
+            RetryOn::Retriable4xx => "retriable-4xx",
+            RetryOn::RetriableStatusCodes => "retriable-status-codes",
+            RetryOn::Cancelled => "cancelled",
+            RetryOn::DeadlineExceeded => "deadline-exceeded",
+            RetryOn::ResourceExhausted => "resource-exhausted",
+            RetryOn::Unavailable => "unavailable",
         }
     }
 }

@@ -17,7 +17,8 @@ use skiff_api::{
 const FULL: &str = include_str!("data/full-mesh.yaml");
 
 /// What the full example leaves out: other namespaces and trust domains, IPv6, sub-millisecond
-/// durations, unnamed routes, every retry condition, empty tracing, TCP, deny policies.
+/// durations, unnamed routes, every retry condition, a gRPC fault abort with status 0 (OK, the
+/// proto's zero value), empty tracing, TCP, deny policies.
 const EDGES: &str = r#"
 mesh:
   trustDomain: mesh.example
@@ -43,10 +44,11 @@ services:
         timeouts: { backendRequest: 1.5s }
         retry:
           attempts: 1
-          retryOn: [gateway-error, refused-stream, retriable-4xx, cancelled, deadline-exceeded,
-                    resource-exhausted, unavailable]
+          retryOn: [gateway-error, refused-stream, retriable-4xx, retriable-status-codes,
+                    cancelled, deadline-exceeded, resource-exhausted, unavailable]
+          retriableStatusCodes: [409, 429]
           nonIdempotent: true
-        fault: { delay: { percent: 0, duration: 1h } }
+        fault: { abort: { percent: 100, grpcStatus: 0 }, delay: { percent: 0, duration: 1h } }
       - name: exact
         matches: [ { path: { type: Exact, value: /health } } ]
         retry: {}
@@ -162,6 +164,53 @@ fn edge_cases_round_trip() {
         "0.5ms".parse().expect("a duration"),
         "sub-millisecond durations are exact"
     );
+}
+
+#[test]
+fn retriable_status_codes_and_abort_statuses_survive_the_wire() {
+    let compiled = compile(&mesh(EDGES));
+    let route = &compiled.services["shop/api"].message.routes[0];
+    let retry = route.retry.as_ref().expect("a retry");
+    assert!(
+        retry
+            .retry_on
+            .contains(&i32::from(pb::RetryOn::RetriableStatusCodes))
+    );
+    assert_eq!(retry.retriable_status_codes, [409, 429]);
+    let abort = route
+        .fault
+        .as_ref()
+        .and_then(|f| f.abort.as_ref())
+        .expect("an abort");
+    assert_eq!((abort.status, abort.grpc_status), (None, Some(0)));
+
+    let rebuilt = assert_round_trip(EDGES);
+    let route = &rebuilt.services[1].routes[0];
+    let retry = route.retry.as_ref().expect("a retry");
+    assert!(
+        retry
+            .retry_on
+            .contains(&model::RetryOn::RetriableStatusCodes)
+    );
+    assert_eq!(retry.retriable_status_codes, [409, 429]);
+    assert_eq!(
+        route.fault.as_ref().and_then(|f| f.abort.clone()),
+        Some(model::FaultAbort {
+            percent: 100.0,
+            status: None,
+            grpc_status: Some(0),
+        }),
+        "a grpcStatus of 0 stays set"
+    );
+
+    let rebuilt = assert_round_trip(FULL);
+    let reviews = &rebuilt.services[1];
+    let abort = reviews.routes[0]
+        .fault
+        .as_ref()
+        .and_then(|f| f.abort.clone())
+        .expect("an abort");
+    assert_eq!((abort.status, abort.grpc_status), (Some(503), None));
 }
 
 #[test]
@@ -451,6 +500,192 @@ fn bad_enum_values_are_named() {
     }
     let e = refused(&envelope(Kind::Workload, "default/reviews-v1", &w));
     assert_eq!(fields(&e.error)[0].0, "inbound.mtls");
+}
+
+fn retry_of(svc: &mut pb::Service) -> &mut pb::Retry {
+    svc.routes[0]
+        .retry
+        .as_mut()
+        .expect("the canary route retries")
+}
+
+fn abort_of(svc: &mut pb::Service) -> &mut pb::FaultAbort {
+    svc.routes[0]
+        .fault
+        .as_mut()
+        .and_then(|f| f.abort.as_mut())
+        .expect("the canary route aborts")
+}
+
+#[test]
+fn bad_resilience_fields_are_named_on_receipt() {
+    type Edit = fn(&mut pb::Service);
+    let cases: [(Edit, &str, &str); 20] = [
+        (
+            |s| retry_of(s).retry_on[0] = 0,
+            "routes[0].retry.retryOn[0]",
+            "must be set (0 is RETRY_ON_UNSPECIFIED; expected 5xx, gateway-error, reset, \
+             connect-failure, refused-stream, retriable-4xx, retriable-status-codes, cancelled, \
+             deadline-exceeded, resource-exhausted or unavailable)",
+        ),
+        (
+            |s| retry_of(s).retry_on.push(12),
+            "routes[0].retry.retryOn[3]",
+            "unknown value 12 (expected 5xx, gateway-error, reset, connect-failure, \
+             refused-stream, retriable-4xx, retriable-status-codes, cancelled, deadline-exceeded, \
+             resource-exhausted or unavailable)",
+        ),
+        (
+            |s| retry_of(s).retry_on.push(pb::RetryOn::Reset.into()),
+            "routes[0].retry.retryOn[3]",
+            "reset is listed twice (first at retryOn[1])",
+        ),
+        (
+            |s| retry_of(s).attempts = 0,
+            "routes[0].retry.attempts",
+            "must be from 1 to 10, got 0",
+        ),
+        (
+            |s| retry_of(s).attempts = 11,
+            "routes[0].retry.attempts",
+            "must be from 1 to 10, got 11",
+        ),
+        (
+            |s| {
+                if let Some(b) = &mut retry_of(s).backoff {
+                    b.base = Some(prost_types::Duration {
+                        seconds: 1,
+                        nanos: 0,
+                    });
+                }
+            },
+            "routes[0].retry.backoff.base",
+            "must be at most backoff.max (250ms), got 1s",
+        ),
+        (
+            |s| {
+                let retry = retry_of(s);
+                retry
+                    .retry_on
+                    .push(pb::RetryOn::RetriableStatusCodes.into());
+                retry.retriable_status_codes = vec![409, 70_000];
+            },
+            "routes[0].retry.retriableStatusCodes[1]",
+            "must be from 100 to 599, got 70000",
+        ),
+        (
+            |s| {
+                let retry = retry_of(s);
+                retry
+                    .retry_on
+                    .push(pb::RetryOn::RetriableStatusCodes.into());
+                retry.retriable_status_codes = vec![99];
+            },
+            "routes[0].retry.retriableStatusCodes[0]",
+            "must be from 100 to 599, got 99",
+        ),
+        (
+            |s| {
+                retry_of(s)
+                    .retry_on
+                    .push(pb::RetryOn::RetriableStatusCodes.into())
+            },
+            "routes[0].retry.retriableStatusCodes",
+            "must not be empty when retryOn has retriable-status-codes",
+        ),
+        (
+            |s| retry_of(s).retriable_status_codes = vec![429],
+            "routes[0].retry.retriableStatusCodes",
+            "only used with retryOn retriable-status-codes",
+        ),
+        (
+            |s| abort_of(s).grpc_status = Some(14),
+            "routes[0].fault.abort",
+            "must set only one of status or grpcStatus",
+        ),
+        (
+            |s| {
+                let abort = abort_of(s);
+                abort.status = None;
+                abort.grpc_status = Some(17);
+            },
+            "routes[0].fault.abort.grpcStatus",
+            "must be from 0 to 16, got 17",
+        ),
+        (
+            |s| abort_of(s).status = None,
+            "routes[0].fault.abort",
+            "must set one of status or grpcStatus",
+        ),
+        (
+            |s| abort_of(s).status = Some(70_000),
+            "routes[0].fault.abort.status",
+            "must be from 200 to 599, got 70000",
+        ),
+        (
+            |s| abort_of(s).status = Some(600),
+            "routes[0].fault.abort.status",
+            "must be from 200 to 599, got 600",
+        ),
+        (
+            |s| abort_of(s).percent = 101.0,
+            "routes[0].fault.abort.percent",
+            "must be from 0 to 100, got 101",
+        ),
+        (
+            |s| {
+                if let Some(d) = s.routes[0].fault.as_mut().and_then(|f| f.delay.as_mut()) {
+                    d.percent = -1.0;
+                }
+            },
+            "routes[0].fault.delay.percent",
+            "must be from 0 to 100, got -1",
+        ),
+        (
+            |s| {
+                if let Some(od) = &mut s.outlier_detection {
+                    od.max_ejection_percent = 101;
+                }
+            },
+            "outlierDetection.maxEjectionPercent",
+            "must be at most 100, got 101",
+        ),
+        (
+            |s| {
+                if let Some(b) = &mut s.retry_budget {
+                    b.ratio = 1.5;
+                }
+            },
+            "retryBudget.ratio",
+            "must be from 0 to 1, got 1.5",
+        ),
+        (
+            |s| {
+                if let Some(cb) = &mut s.circuit_breaker {
+                    cb.max_requests = 0;
+                }
+            },
+            "circuitBreaker.maxRequests",
+            "must be at least 1, got 0",
+        ),
+    ];
+    for (edit, path, message) in cases {
+        let mut svc = reviews();
+        edit(&mut svc);
+        assert_eq!(service_error(&svc, path), message, "at {path}");
+    }
+
+    let mut w = compile(&mesh(FULL)).workloads["default/reviews-v1"]
+        .message
+        .clone();
+    if let Some(limit) = &mut w.rate_limit {
+        limit.requests_per_second = 0;
+    }
+    let e = refused(&envelope(Kind::Workload, "default/reviews-v1", &w));
+    assert_eq!(
+        fields(&e.error),
+        [("rateLimit.requestsPerSecond", "must be at least 1, got 0")]
+    );
 }
 
 #[test]

@@ -152,6 +152,12 @@ fn retry(rt: pb::Retry, at: &FieldPath) -> Shape<model::Retry> {
         .enumerate()
         .map(|(i, &on)| retry_on(on, &at.key("retryOn").index(i)))
         .collect::<Shape<_>>()?;
+    let retriable_status_codes = rt
+        .retriable_status_codes
+        .iter()
+        .enumerate()
+        .map(|(i, &code)| status_code(code, 100, 599, &at.key("retriableStatusCodes").index(i)))
+        .collect::<Shape<_>>()?;
     let backoff = match rt.backoff {
         None => None,
         Some(b) => {
@@ -165,6 +171,7 @@ fn retry(rt: pb::Retry, at: &FieldPath) -> Shape<model::Retry> {
     Ok(model::Retry {
         attempts: rt.attempts,
         retry_on,
+        retriable_status_codes,
         backoff,
         max_body_bytes: rt.max_body_bytes,
         non_idempotent: rt.non_idempotent,
@@ -175,14 +182,15 @@ fn fault(f: pb::Fault, at: &FieldPath) -> Shape<model::Fault> {
     let abort = match f.abort {
         None => None,
         Some(a) => {
-            let status = u16::try_from(a.status).map_err(|_| {
-                at.key("abort")
-                    .key("status")
-                    .error(format!("must be from 200 to 599, got {}", a.status))
-            })?;
+            let status = a
+                .status
+                .map(|s| status_code(s, 200, 599, &at.key("abort").key("status")))
+                .transpose()?;
             Some(model::FaultAbort {
                 percent: a.percent,
                 status,
+                // Any u32 fits the model; its range is `validate`'s rule, as for the file.
+                grpc_status: a.grpc_status,
             })
         }
     };
@@ -308,6 +316,12 @@ pub(super) fn mesh_settings(m: pb::MeshSettings) -> Shape<model::MeshSettings> {
 
 // ---- scalars ----
 
+/// An HTTP status as the model holds it (`u16`). A value that does not fit is refused here
+/// with the range of the field (`min` to `max`); one that fits is checked by `validate`.
+fn status_code(value: u32, min: u16, max: u16, at: &FieldPath) -> Shape<u16> {
+    u16::try_from(value).map_err(|_| at.error(format!("must be from {min} to {max}, got {value}")))
+}
+
 fn socket_addr(s: &str, at: &FieldPath) -> Shape<SocketAddr> {
     s.parse()
         .map_err(|_| at.error(format!("must be an ip:port address, got {s:?}")))
@@ -388,7 +402,8 @@ fn value_match_type(v: i32, at: &FieldPath) -> Shape<model::ValueMatchType> {
 fn retry_on(v: i32, at: &FieldPath) -> Shape<model::RetryOn> {
     use model::RetryOn as M;
     const EXPECTED: &str = "5xx, gateway-error, reset, connect-failure, refused-stream, \
-         retriable-4xx, cancelled, deadline-exceeded, resource-exhausted or unavailable";
+         retriable-4xx, retriable-status-codes, cancelled, deadline-exceeded, resource-exhausted \
+         or unavailable";
     Ok(match known(v, at, EXPECTED)? {
         pb::RetryOn::Unspecified => {
             return Err(at.error(format!(
@@ -401,6 +416,7 @@ fn retry_on(v: i32, at: &FieldPath) -> Shape<model::RetryOn> {
         pb::RetryOn::ConnectFailure => M::ConnectFailure,
         pb::RetryOn::RefusedStream => M::RefusedStream,
         pb::RetryOn::Retriable4xx => M::Retriable4xx,
+        pb::RetryOn::RetriableStatusCodes => M::RetriableStatusCodes,
         pb::RetryOn::Cancelled => M::Cancelled,
         pb::RetryOn::DeadlineExceeded => M::DeadlineExceeded,
         pb::RetryOn::ResourceExhausted => M::ResourceExhausted,

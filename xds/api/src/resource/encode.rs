@@ -74,6 +74,12 @@ fn route(r: &model::Route) -> pb::Route {
         retry: r.retry.as_ref().map(|rt| pb::Retry {
             attempts: rt.attempts,
             retry_on: rt.retry_on.iter().map(|&on| retry_on(on).into()).collect(),
+            retriable_status_codes: rt
+                .retriable_status_codes
+                .iter()
+                .copied()
+                .map(u32::from)
+                .collect(),
             backoff: rt.backoff.as_ref().map(|b| pb::Backoff {
                 base: Some(duration(b.base)),
                 max: Some(duration(b.max)),
@@ -84,7 +90,8 @@ fn route(r: &model::Route) -> pb::Route {
         fault: r.fault.as_ref().map(|f| pb::Fault {
             abort: f.abort.as_ref().map(|a| pb::FaultAbort {
                 percent: a.percent,
-                status: a.status.into(),
+                status: a.status.map(u32::from),
+                grpc_status: a.grpc_status,
             }),
             delay: f.delay.as_ref().map(|d| pb::FaultDelay {
                 percent: d.percent,
@@ -251,6 +258,7 @@ fn retry_on(on: model::RetryOn) -> pb::RetryOn {
         M::ConnectFailure => pb::RetryOn::ConnectFailure,
         M::RefusedStream => pb::RetryOn::RefusedStream,
         M::Retriable4xx => pb::RetryOn::Retriable4xx,
+        M::RetriableStatusCodes => pb::RetryOn::RetriableStatusCodes,
         M::Cancelled => pb::RetryOn::Cancelled,
         M::DeadlineExceeded => pb::RetryOn::DeadlineExceeded,
         M::ResourceExhausted => pb::RetryOn::ResourceExhausted,

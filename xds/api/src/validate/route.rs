@@ -9,8 +9,8 @@ use super::{
     syntax,
 };
 use crate::model::{
-    BackendRef, Fault, PathMatchType, Retry, Route, RouteMatch, Service, Timeouts, ValueMatch,
-    ValueMatchType,
+    BackendRef, Fault, FaultAbort, PathMatchType, Retry, RetryOn, Route, RouteMatch, Service,
+    Timeouts, ValueMatch, ValueMatchType,
 };
 
 /// Weights are relative; the bound keeps their sum far from `u32` overflow, as the
@@ -19,6 +19,8 @@ const MAX_WEIGHT: u32 = 1_000_000;
 /// Bodies buffered for a retry stay in memory, so one route cannot ask for more than this.
 const MAX_RETRY_BODY: u64 = 16 * 1024 * 1024;
 const MAX_ATTEMPTS: u32 = 10;
+/// gRPC status codes: 0 (OK) to 16 (UNAUTHENTICATED).
+const MAX_GRPC_STATUS: u32 = 16;
 
 /// `at` is the service's path.
 pub(super) fn check_all(svc: &Service, at: &FieldPath, index: &MeshIndex<'_>, report: &mut Report) {
@@ -167,9 +169,24 @@ fn check_timeouts(timeouts: &Timeouts, at: &FieldPath, report: &mut Report) {
 
 fn check_retry(retry: &Retry, at: &FieldPath, report: &mut Report) {
     report.between(&at.key("attempts"), retry.attempts, 1, MAX_ATTEMPTS);
+    let retry_on = at.key("retryOn");
     if retry.retry_on.is_empty() {
-        report.add(&at.key("retryOn"), "must not be empty");
+        report.add(&retry_on, "must not be empty");
     }
+    for (i, on) in retry.retry_on.iter().enumerate() {
+        // The earlier one is named within the list, so the message reads the same in a
+        // received resource (whose paths have no `services[i]`).
+        if let Some(first) = retry.retry_on[..i].iter().position(|o| o == on) {
+            report.add(
+                &retry_on.index(i),
+                format!(
+                    "{} is listed twice (first at retryOn[{first}])",
+                    on.as_str()
+                ),
+            );
+        }
+    }
+    check_retriable_status_codes(retry, &at.key("retriableStatusCodes"), report);
     if let Some(backoff) = &retry.backoff {
         let base = at.key("backoff").key("base");
         report.positive(&base, backoff.base);
@@ -190,15 +207,46 @@ fn check_retry(retry: &Retry, at: &FieldPath, report: &mut Report) {
     );
 }
 
+/// The list and the `retriable-status-codes` token come together: one without the other is
+/// a policy that does not do what it says.
+fn check_retriable_status_codes(retry: &Retry, at: &FieldPath, report: &mut Report) {
+    let token = RetryOn::RetriableStatusCodes;
+    let listed = retry.retry_on.contains(&token);
+    if listed && retry.retriable_status_codes.is_empty() {
+        report.add(
+            at,
+            format!("must not be empty when retryOn has {}", token.as_str()),
+        );
+    } else if !listed && !retry.retriable_status_codes.is_empty() {
+        report.add(at, format!("only used with retryOn {}", token.as_str()));
+    }
+    for (i, &code) in retry.retriable_status_codes.iter().enumerate() {
+        report.between(&at.index(i), code, 100, 599);
+    }
+}
+
 fn check_fault(fault: &Fault, at: &FieldPath, report: &mut Report) {
     if let Some(abort) = &fault.abort {
-        let here = at.key("abort");
-        report.between(&here.key("percent"), abort.percent, 0.0, 100.0);
-        report.between(&here.key("status"), abort.status, 200, 599);
+        check_abort(abort, &at.key("abort"), report);
     }
     if let Some(delay) = &fault.delay {
         let here = at.key("delay");
         report.between(&here.key("percent"), delay.percent, 0.0, 100.0);
         report.positive(&here.key("duration"), delay.duration);
+    }
+}
+
+fn check_abort(abort: &FaultAbort, at: &FieldPath, report: &mut Report) {
+    match (abort.status, abort.grpc_status) {
+        (None, None) => report.add(at, "must set one of status or grpcStatus"),
+        (Some(_), Some(_)) => report.add(at, "must set only one of status or grpcStatus"),
+        _ => {}
+    }
+    report.between(&at.key("percent"), abort.percent, 0.0, 100.0);
+    if let Some(status) = abort.status {
+        report.between(&at.key("status"), status, 200, 599);
+    }
+    if let Some(grpc_status) = abort.grpc_status {
+        report.between(&at.key("grpcStatus"), grpc_status, 0, MAX_GRPC_STATUS);
     }
 }
