@@ -1,13 +1,18 @@
-//! Criterion micro-benchmarks of the per-request pieces: route selection, protocol detection
-//! and header hygiene. Compare runs with `--save-baseline` / `--baseline`, never absolute times.
+//! Criterion micro-benchmarks of the per-request pieces: route selection, protocol detection,
+//! header hygiene and the resilience layer's cost when a policy is present but not triggered.
+//! Compare runs with `--save-baseline` / `--baseline`, never absolute times.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use skiff::{
     bootstrap::Settings,
+    cluster::Observed,
     detect,
     http::{Version, headers},
+    resilience::{
+        self, Attempt, AttemptCx, Outcome, Plan, Reply, ResilienceError, ResilienceMetrics,
+    },
     snapshot::{CompileContext, Snapshot},
     telemetry::Metrics,
 };
@@ -41,9 +46,11 @@ fn route_select(c: &mut Criterion) {
     let mesh = skiff_api::load(&mesh_with_routes(50)).expect("valid bench mesh");
     let metrics = Metrics::new();
     let settings = settings();
+    let resilience = ResilienceMetrics::default();
     let cx = CompileContext {
         settings: &settings,
         metrics: &metrics,
+        resilience: &resilience,
         workload: None,
         version: "bench".into(),
     };
@@ -113,5 +120,99 @@ fn header_hygiene(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_select, detection, header_hygiene);
+/// An attempt that picks an endpoint, reports a 200 and returns: the loop's own cost.
+struct Answer200<'a>(&'a skiff::cluster::Cluster);
+
+impl Attempt for Answer200<'_> {
+    type Response = ();
+    type Error = ResilienceError;
+
+    async fn attempt(&mut self, cx: AttemptCx) -> Outcome<(), ResilienceError> {
+        let pick = self.0.endpoints.pick(cx.tried).expect("an endpoint");
+        // As the HTTP attempt does: the send runs under the per-try deadline's timer.
+        let send = async { 200 };
+        let status = match cx.deadline {
+            Some(d) => tokio::time::timeout_at(d, send).await.unwrap_or(504),
+            None => send.await,
+        };
+        self.0.observe(&pick, Observed::Status(status));
+        Outcome::Response(Reply {
+            rsp: (),
+            status,
+            grpc: None,
+            endpoint: pick.index,
+        })
+    }
+
+    fn can_replay(&self) -> bool {
+        true
+    }
+
+    fn pushback(_: &()) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// One request through breaker admission, budget deposit, the attempt loop and the outcome
+/// report, with no policy and with every policy present (none triggered).
+fn resilience_overhead(c: &mut Criterion) {
+    let plain = "services:\n  - name: svc\n    endpoints: [ { address: 127.0.0.1:9 }, { address: 127.0.0.2:9 } ]\n";
+    let guarded = "services:\n  - name: svc\n    endpoints: [ { address: 127.0.0.1:9 }, { address: 127.0.0.2:9 } ]\n    circuitBreaker: {}\n    outlierDetection: {}\n    retryBudget: {}\n    routes:\n      - name: r\n        timeouts: { request: 5s, backendRequest: 1s }\n        retry: { attempts: 3, retryOn: [5xx, reset, connect-failure] }\n";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    for (name, yaml) in [
+        ("resilience/no-policy", plain),
+        ("resilience/all-policies", guarded),
+    ] {
+        let mesh = skiff_api::load(yaml).expect("valid bench mesh");
+        let (metrics, settings, resilience) =
+            (Metrics::new(), settings(), ResilienceMetrics::default());
+        let cx = CompileContext {
+            settings: &settings,
+            metrics: &metrics,
+            resilience: &resilience,
+            workload: None,
+            version: "bench".into(),
+        };
+        let snap = Snapshot::compile(&mesh, &cx, None).expect("bench mesh compiles");
+        let (parts, ()) = http::Request::get("/")
+            .body(())
+            .expect("static")
+            .into_parts();
+        let route = snap.services[0].route(&parts);
+        let cluster = route.pick_backend().expect("a backend");
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let _admitted = cluster.breaker.request().expect("under the limit");
+                    if let Some(budget) = &cluster.budget {
+                        budget.deposit();
+                    }
+                    let plan = Plan {
+                        retry: route.retry.as_ref(),
+                        per_try: route.per_try_timeout,
+                        request_timeout: route.timeout,
+                        idempotent: true,
+                        grpc: false,
+                        breaker: &cluster.breaker,
+                        budget: cluster.budget.as_ref(),
+                        metrics: &cluster.metrics,
+                    };
+                    let done = resilience::run(&plan, &mut Answer200(cluster)).await;
+                    black_box(done.attempts)
+                })
+            })
+        });
+    }
+}
+
+criterion_group!(
+    benches,
+    route_select,
+    detection,
+    header_hygiene,
+    resilience_overhead
+);
 criterion_main!(benches);

@@ -1,7 +1,11 @@
 //! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config_dump` and `/logging`.
 //! Runs beside the data plane; its own connections are not counted in proxy metrics.
 
-use std::{convert::Infallible, sync::Arc};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -12,7 +16,13 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use crate::{balance::Endpoint, route::Route, snapshot::Snapshot, state::State};
+use crate::{
+    balance::{Endpoint, clock},
+    cluster::Cluster,
+    route::Route,
+    snapshot::Snapshot,
+    state::State,
+};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -105,18 +115,99 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 fn endpoint_json(e: &Endpoint) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let until = e.health.ejected_until.load(Relaxed);
+    let left = (until != 0).then(|| Duration::from_nanos(until.saturating_sub(clock())));
     json!({
         "address": e.addr.to_string(),
         "workload": e.workload.as_deref(),
         "inFlight": e.load.in_flight(),
         "ewmaMs": (e.load.ewma_ms() * 1000.0).round() / 1000.0,
+        "consecutiveErrors": e.health.consecutive.load(Relaxed),
+        "ejections": e.health.ejections.load(Relaxed),
+        "ejected": until != 0,
+        "ejectedUntil": left.map(|l| rfc3339(SystemTime::now() + l)),
+        "ejectedForMs": left.map(|l| l.as_millis()),
+    })
+}
+
+fn duration(d: Duration) -> String {
+    skiff_api::duration::Dur(d).to_string()
+}
+
+/// A UTC time as RFC 3339 with milliseconds (days to civil date: Howard Hinnant's algorithm).
+fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// A service's resilience settings and live counters.
+fn cluster_json(c: &Cluster) -> Value {
+    let (connections, pending, requests, retries) = c.breaker.counters.open();
+    json!({
+        "circuitBreaker": c.breaker.limits.map(|l| json!({
+            "maxConnections": l.max_connections,
+            "maxPendingRequests": l.max_pending_requests,
+            "maxRequests": l.max_requests,
+            "maxRetries": l.max_retries,
+            "open": {
+                "connections": connections, "pendingRequests": pending,
+                "requests": requests, "retries": retries,
+            },
+        })),
+        "outlierDetection": c.outlier.as_ref().map(|o| json!({
+            "consecutiveErrors": o.consecutive_errors,
+            "interval": duration(o.interval),
+            "baseEjectionTime": duration(o.base_ejection_time),
+            "maxEjectionPercent": o.max_ejection_percent,
+        })),
+        "retryBudget": c.budget.as_ref().map(|b| {
+            let (requests, retries) = b.state.window();
+            json!({
+                "ratio": b.ratio, "minRetriesPerSecond": b.min_retries_per_second,
+                "requests10s": requests, "retries10s": retries,
+            })
+        }),
     })
 }
 
 fn route_json(r: &Route) -> Value {
     json!({
         "name": &*r.name,
-        "timeout": r.timeout.map(|t| format!("{}ms", t.as_millis())),
+        "timeout": r.timeout.map(duration),
+        "perTryTimeout": r.per_try_timeout.map(duration),
+        "retry": r.retry.as_ref().map(|p| json!({
+            "attempts": p.attempts,
+            "retryOn": p.retry_on.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            "retriableStatusCodes": &p.status_codes,
+            "backoff": { "base": duration(p.backoff_base), "max": duration(p.backoff_max) },
+            "maxBodyBytes": p.max_body_bytes,
+            "nonIdempotent": p.non_idempotent,
+        })),
+        "fault": r.fault.as_ref().map(|f| json!({
+            "abort": f.abort.map(|(percent, a)| json!({
+                "percent": percent, "status": a.status, "grpcStatus": a.grpc,
+            })),
+            "delay": f.delay.map(|(percent, d)| json!({ "percent": percent, "duration": duration(d) })),
+        })),
         "backends": r.backends().map(|(c, w)| json!({
             "service": &*c.name, "namespace": &*c.namespace, "weight": w,
         })).collect::<Vec<_>>(),
@@ -131,7 +222,7 @@ fn config_dump(state: &State) -> Value {
         .services
         .iter()
         .map(|s| {
-            json!({
+            let mut svc = json!({
                 "name": &*s.name,
                 "namespace": &*s.namespace,
                 "hosts": &s.hosts,
@@ -140,7 +231,11 @@ fn config_dump(state: &State) -> Value {
                 "loadBalancer": s.cluster.endpoints.kind(),
                 "routes": s.routes.routes().iter().map(route_json).collect::<Vec<_>>(),
                 "endpoints": s.cluster.endpoints.endpoints().iter().map(|e| endpoint_json(e)).collect::<Vec<_>>(),
-            })
+            });
+            if let (Some(obj), Value::Object(extra)) = (svc.as_object_mut(), cluster_json(&s.cluster)) {
+                obj.extend(extra);
+            }
+            svc
         })
         .collect();
     let inbound = snap.inbound.as_ref().map(|ib| {
@@ -167,4 +262,18 @@ fn config_dump(state: &State) -> Value {
                 .collect::<serde_json::Map<_, _>>()
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_796_179_502_345);
+        assert_eq!(rfc3339(t), "2026-12-02T02:45:02.345Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
 }

@@ -17,6 +17,7 @@ use crate::{
     conn, inbound,
     listener::{self, DrainControl},
     outbound,
+    resilience::ResilienceMetrics,
     snapshot::{CompileContext, Snapshot},
     state::{BoundAddrs, State},
     telemetry::{self, Metrics, ReloadResult},
@@ -97,6 +98,7 @@ impl StaticSource {
         &mut self,
         settings: &Settings,
         metrics: &Metrics,
+        resilience: &ResilienceMetrics,
         prev: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
         let text = std::fs::read_to_string(&self.path)
@@ -106,6 +108,7 @@ impl StaticSource {
         let cx = CompileContext {
             settings,
             metrics,
+            resilience,
             workload: self
                 .workload
                 .as_deref()
@@ -117,7 +120,12 @@ impl StaticSource {
 
     fn reload(&mut self, state: &State) {
         let prev = state.snapshot();
-        match self.load(&state.settings, &state.metrics, Some(&prev)) {
+        match self.load(
+            &state.settings,
+            &state.metrics,
+            &state.resilience,
+            Some(&prev),
+        ) {
             Ok(next) => {
                 info!(version = %next.version, "config reloaded");
                 state.install(next);
@@ -155,9 +163,11 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         }
     };
     let settings = Settings::from_args(&args);
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    let resilience = ResilienceMetrics::register(metrics.registry_mut());
+    let metrics = Arc::new(metrics);
     let (first, mut static_source, xds) = match source {
-        Source::Static(mut source) => match source.load(&settings, &metrics, None) {
+        Source::Static(mut source) => match source.load(&settings, &metrics, &resilience, None) {
             Ok(snap) => {
                 metrics.reload(ReloadResult::Ok);
                 (snap, Some(source), None)
@@ -170,7 +180,7 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         },
         Source::Xds(cfg) => (Snapshot::empty(), None, Some(cfg)),
     };
-    let state = Arc::new(State::new(first, settings, metrics, logs));
+    let state = Arc::new(State::new(first, settings, metrics, resilience, logs));
 
     // Admin first: while the first config is awaited, /ready already answers (503).
     let admin_l = match bind("admin", args.admin_addr) {

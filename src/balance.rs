@@ -1,11 +1,12 @@
 //! Endpoint selection for one service: power of two choices over peak-EWMA latency weighted by
-//! requests in flight, or round robin. Owns each endpoint's load estimate; knows nothing of routes.
+//! requests in flight, or round robin, skipping ejected endpoints and preferring ones a request
+//! has not tried. Owns each endpoint's health view (load, ejection); owns no sockets.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -13,7 +14,7 @@ use std::{
 use rand::RngExt;
 use skiff_api::model::LoadBalancer;
 
-use crate::http::pool::EndpointPool;
+use crate::resilience::Tried;
 
 /// RTT assumed for an endpoint nothing has been measured on yet.
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
@@ -26,7 +27,8 @@ pub enum BalanceError {
     NoHealthyEndpoints { service: Arc<str> },
 }
 
-fn clock() -> u64 {
+/// Nanoseconds since the first call: the one clock of load samples and ejections.
+pub fn clock() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
     u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
@@ -93,20 +95,64 @@ impl Load {
     }
 }
 
-/// One endpoint of a service, with its load and its connections.
+/// Outlier state of one endpoint; `resilience::OutlierPolicy` decides, this only holds.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Upstream failures in a row.
+    pub consecutive: AtomicU32,
+    /// Ejections so far (the ejection-time multiplier).
+    pub ejections: AtomicU32,
+    /// `clock()` until which the endpoint is out; 0 while in service. Once passed, the
+    /// endpoint stays out until one probe request succeeds.
+    pub ejected_until: AtomicU64,
+    /// A probe request is in flight.
+    pub probing: AtomicBool,
+    /// `clock()` since which the endpoint has had no ejection lowered.
+    pub healthy_since: AtomicU64,
+}
+
+impl Health {
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) != 0
+    }
+
+    /// Puts the endpoint back in service (outlier detection turned off).
+    pub fn reset(&self) {
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.ejected_until.store(0, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Relaxed);
+    }
+}
+
+/// One endpoint of a service: where it is, what it stands for, its load and its health.
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     /// The workload it stands for, when it is a meshed workload.
     pub workload: Option<Arc<str>>,
     pub load: Load,
-    pub pool: Arc<EndpointPool>,
+    pub health: Health,
 }
 
-/// A picked endpoint; its in-flight count drops when this is dropped.
+impl Endpoint {
+    pub fn new(addr: SocketAddr, workload: Option<Arc<str>>) -> Self {
+        Endpoint {
+            addr,
+            workload,
+            load: Load::default(),
+            health: Health::default(),
+        }
+    }
+}
+
+/// A picked endpoint; its in-flight count drops (and a probe is released) when dropped.
 #[derive(Debug)]
 pub struct Pick {
     pub endpoint: Arc<Endpoint>,
+    /// Its index in the set (the same in every attempt of a request).
+    pub index: usize,
+    /// It was ejected and this request probes it.
+    pub probe: bool,
     started: Instant,
 }
 
@@ -127,6 +173,27 @@ impl Pick {
 impl Drop for Pick {
     fn drop(&mut self) {
         self.endpoint.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.probe {
+            self.endpoint.health.probing.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether an endpoint may take a request now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Eligible {
+    Yes,
+    /// Its ejection time passed: it may take one probe request.
+    Probe,
+    No,
+}
+
+fn eligible(e: &Endpoint, now: u64) -> Eligible {
+    match e.health.ejected_until.load(Ordering::Relaxed) {
+        0 => Eligible::Yes,
+        until if now < until => Eligible::No,
+        _ if e.health.probing.load(Ordering::Relaxed) => Eligible::No,
+        _ => Eligible::Probe,
     }
 }
 
@@ -157,37 +224,116 @@ impl EndpointSet {
         self.kind
     }
 
-    pub fn pick(&self) -> Result<Pick, BalanceError> {
-        let endpoint = match self.endpoints.len() {
-            0 => {
-                return Err(BalanceError::NoHealthyEndpoints {
-                    service: self.service.clone(),
-                });
+    /// Picks an endpoint for an attempt: ejected endpoints are skipped (one whose ejection
+    /// ended may take a probe), endpoints in `tried` only when nothing else is left.
+    pub fn pick(&self, tried: Tried) -> Result<Pick, BalanceError> {
+        let now = clock();
+        let n = self.endpoints.len();
+        // The common case: nothing to avoid among the two candidates.
+        let fast = match (n, self.kind) {
+            (0, _) => return Err(self.none()),
+            (1, _) => Some(0),
+            (_, LoadBalancer::RoundRobin) => Some(self.next.fetch_add(1, Ordering::Relaxed) % n),
+            (_, LoadBalancer::P2cEwma) => {
+                let mut rng = rand::rng();
+                let a = rng.random_range(0..n);
+                let b = (a + rng.random_range(1..n)) % n;
+                let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+                let usable = |i: usize, e: &Endpoint| {
+                    !tried.contains(i) && eligible(e, now) == Eligible::Yes
+                };
+                match (usable(a, ea), usable(b, eb)) {
+                    (true, true) if eb.load.cost(now) < ea.load.cost(now) => Some(b),
+                    (true, true) => Some(a),
+                    _ => None,
+                }
             }
-            1 => &self.endpoints[0],
-            n => match self.kind {
-                LoadBalancer::RoundRobin => {
-                    &self.endpoints[self.next.fetch_add(1, Ordering::Relaxed) % n]
-                }
-                LoadBalancer::P2cEwma => {
-                    let mut rng = rand::rng();
-                    let a = rng.random_range(0..n);
-                    let b = (a + rng.random_range(1..n)) % n;
-                    let now = clock();
-                    let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
-                    if eb.load.cost(now) < ea.load.cost(now) {
-                        eb
-                    } else {
-                        ea
-                    }
-                }
-            },
         };
+        if let Some(i) = fast
+            && !tried.contains(i)
+            && eligible(&self.endpoints[i], now) == Eligible::Yes
+        {
+            return Ok(self.take(i, false));
+        }
+        self.pick_slow(tried, now)
+    }
+
+    /// Untried endpoints in service first (the cheaper of two, or the next in turn), then
+    /// untried ones due a probe, then tried ones; never an ejected one.
+    fn pick_slow(&self, tried: Tried, now: u64) -> Result<Pick, BalanceError> {
+        let n = self.endpoints.len();
+        let offset = match self.kind {
+            LoadBalancer::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
+            LoadBalancer::P2cEwma => rand::rng().random_range(0..n),
+        };
+        for pass in [false, true] {
+            let mut best: Option<usize> = None;
+            let mut probe: Option<usize> = None;
+            for k in 0..n {
+                let i = (offset + k) % n;
+                if tried.contains(i) != pass {
+                    continue;
+                }
+                match eligible(&self.endpoints[i], now) {
+                    Eligible::Yes => {
+                        best = match (best, self.kind) {
+                            (None, _) => Some(i),
+                            (Some(b), LoadBalancer::P2cEwma)
+                                if self.endpoints[i].load.cost(now)
+                                    < self.endpoints[b].load.cost(now) =>
+                            {
+                                Some(i)
+                            }
+                            (keep, _) => keep,
+                        };
+                    }
+                    Eligible::Probe => {
+                        probe = probe.or(Some(i));
+                    }
+                    Eligible::No => {}
+                }
+            }
+            if let Some(i) = probe {
+                // Claimed by at most one request; a lost race falls back to the others.
+                let health = &self.endpoints[i].health;
+                if health
+                    .probing
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(self.take(i, true));
+                }
+            }
+            if let Some(i) = best {
+                return Ok(self.take(i, false));
+            }
+        }
+        Err(self.none())
+    }
+
+    fn take(&self, i: usize, probe: bool) -> Pick {
+        let endpoint = &self.endpoints[i];
         endpoint.load.in_flight.fetch_add(1, Ordering::Relaxed);
-        Ok(Pick {
+        Pick {
             endpoint: endpoint.clone(),
+            index: i,
+            probe,
             started: Instant::now(),
-        })
+        }
+    }
+
+    fn none(&self) -> BalanceError {
+        BalanceError::NoHealthyEndpoints {
+            service: self.service.clone(),
+        }
+    }
+
+    /// Endpoints out of service now (ejected, probe pending or not).
+    pub fn ejected(&self) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| e.health.is_ejected())
+            .count()
     }
 }
 
@@ -199,17 +345,7 @@ mod tests {
         let eps = (0..n)
             .map(|i| {
                 let addr = SocketAddr::from(([127, 0, 0, 1], 1000 + i));
-                Arc::new(Endpoint {
-                    addr,
-                    workload: None,
-                    load: Load::default(),
-                    pool: Arc::new(EndpointPool::new(
-                        addr,
-                        Duration::from_secs(1),
-                        Duration::from_secs(1),
-                        1,
-                    )),
-                })
+                Arc::new(Endpoint::new(addr, None))
             })
             .collect();
         EndpointSet::new("svc".into(), kind, eps)
@@ -219,7 +355,7 @@ mod tests {
     fn round_robin_cycles() {
         let s = set(LoadBalancer::RoundRobin, 3);
         let ports: Vec<u16> = (0..6)
-            .map(|_| s.pick().unwrap().endpoint.addr.port())
+            .map(|_| s.pick(Tried::default()).unwrap().endpoint.addr.port())
             .collect();
         assert_eq!(ports, [1000, 1001, 1002, 1000, 1001, 1002]);
     }
@@ -230,7 +366,7 @@ mod tests {
         s.endpoints[0].load.observe(Duration::from_millis(500));
         s.endpoints[1].load.observe(Duration::from_millis(1));
         let slow = (0..1000)
-            .filter(|_| s.pick().unwrap().endpoint.addr.port() == 1000)
+            .filter(|_| s.pick(Tried::default()).unwrap().endpoint.addr.port() == 1000)
             .count();
         assert_eq!(
             slow, 0,
@@ -241,7 +377,7 @@ mod tests {
     #[test]
     fn in_flight_is_released() {
         let s = set(LoadBalancer::P2cEwma, 1);
-        let p = s.pick().unwrap();
+        let p = s.pick(Tried::default()).unwrap();
         assert_eq!(s.endpoints[0].load.in_flight(), 1);
         drop(p);
         assert_eq!(s.endpoints[0].load.in_flight(), 0);
@@ -250,8 +386,65 @@ mod tests {
     #[test]
     fn empty_set_has_no_endpoint() {
         assert!(matches!(
-            set(LoadBalancer::P2cEwma, 0).pick(),
+            set(LoadBalancer::P2cEwma, 0).pick(Tried::default()),
             Err(BalanceError::NoHealthyEndpoints { .. })
         ));
+    }
+
+    #[test]
+    fn ejected_endpoints_are_skipped_and_probed_once_due() {
+        for kind in [LoadBalancer::P2cEwma, LoadBalancer::RoundRobin] {
+            let s = set(kind, 3);
+            let far = clock() + 60_000_000_000;
+            s.endpoints[0]
+                .health
+                .ejected_until
+                .store(far, Ordering::Relaxed);
+            for _ in 0..200 {
+                assert_ne!(s.pick(Tried::default()).unwrap().index, 0, "{kind:?}");
+            }
+            // Ejection over: exactly one request at a time probes it.
+            s.endpoints[0]
+                .health
+                .ejected_until
+                .store(1, Ordering::Relaxed);
+            let picks: Vec<Pick> = (0..10).map(|_| s.pick(Tried::default()).unwrap()).collect();
+            assert_eq!(picks.iter().filter(|p| p.probe).count(), 1, "{kind:?}");
+            assert_eq!(picks.iter().filter(|p| p.index == 0).count(), 1, "{kind:?}");
+            drop(picks);
+            assert!(
+                !s.endpoints[0].health.probing.load(Ordering::Relaxed),
+                "released"
+            );
+        }
+    }
+
+    #[test]
+    fn retries_prefer_untried_endpoints() {
+        for kind in [LoadBalancer::P2cEwma, LoadBalancer::RoundRobin] {
+            let s = set(kind, 3);
+            let mut tried = Tried::default();
+            tried.add(0);
+            tried.add(2);
+            for _ in 0..100 {
+                assert_eq!(s.pick(tried).unwrap().index, 1, "{kind:?}");
+            }
+            tried.add(1);
+            assert!(s.pick(tried).is_ok(), "all tried: any endpoint will do");
+        }
+    }
+
+    #[test]
+    fn all_ejected_fails_at_once() {
+        let s = set(LoadBalancer::P2cEwma, 2);
+        let far = clock() + 60_000_000_000;
+        for e in s.endpoints() {
+            e.health.ejected_until.store(far, Ordering::Relaxed);
+        }
+        assert!(matches!(
+            s.pick(Tried::default()),
+            Err(BalanceError::NoHealthyEndpoints { .. })
+        ));
+        assert_eq!(s.ejected(), 2);
     }
 }

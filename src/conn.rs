@@ -9,10 +9,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info};
 
 use crate::{
+    cluster::Cluster,
     detect::{self, Detected, HeadCheck, Prefixed},
     http::{self, Handler, ProxyError, RequestError, Version},
     listener::Accepted,
-    snapshot::{Cluster, Snapshot},
+    snapshot::Snapshot,
     state::State,
     telemetry::{DetectOutcome, TcpStats},
 };
@@ -121,7 +122,7 @@ pub async fn serve<S: Side>(acc: Accepted, state: Arc<State>, side: Arc<S>) {
             let target = side.opaque_target(&state.snapshot(), dst);
             match target {
                 Some(cluster) => {
-                    crate::tcp::forward(Prefixed::new(prefix, stream), &cluster.endpoints).await;
+                    crate::tcp::forward(Prefixed::new(prefix, stream), &cluster).await;
                 }
                 None => {
                     side.tcp_stats(&state).unrouted.inc();

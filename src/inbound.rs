@@ -1,6 +1,7 @@
 //! The inbound side: connections to this workload are forwarded to its app: with redirection
 //! to `127.0.0.1:<original destination port>`, in local mode to the workload's `inbound.app`.
-//! Mesh TLS termination and authorization join here later.
+//! The workload's rate limit applies to every inbound request. Mesh TLS termination and
+//! authorization join here later.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -10,10 +11,12 @@ use std::{
 use http::request::Parts;
 
 use crate::{
+    cluster::Cluster,
     conn::Side,
     http::Handler,
+    resilience::RateLimiter,
     route::{Route, RouteError, authority},
-    snapshot::{Cluster, DEFAULT_ROUTE, Snapshot},
+    snapshot::{DEFAULT_ROUTE, Snapshot, single_cluster},
     state::State,
     telemetry::{RouteStats, TcpStats},
 };
@@ -40,7 +43,13 @@ impl Inbound {
             || state.redirected_inbound.clone(),
             |ib| ib.route.stats.clone(),
         );
-        let cluster = Arc::new(Cluster::single("inbound", app, &state.settings));
+        let cluster = Arc::new(single_cluster(
+            "inbound",
+            app,
+            &state.settings,
+            &state.resilience,
+            None,
+        ));
         Inbound {
             redirected: Some(Route::fallback(DEFAULT_ROUTE, cluster, stats)),
         }
@@ -62,6 +71,10 @@ impl Handler for Inbound {
 
     fn unrouted<'s>(&self, state: &'s State) -> &'s RouteStats {
         &state.unrouted_inbound
+    }
+
+    fn rate_limit<'a>(&self, snap: &'a Snapshot) -> Option<&'a RateLimiter> {
+        snap.inbound.as_ref()?.limiter.as_ref()
     }
 }
 

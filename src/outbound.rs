@@ -11,18 +11,22 @@ use skiff_api::{
 };
 
 use crate::{
+    cluster::Cluster,
     conn::Side,
     http::Handler,
     ondemand::OnDemand,
     route::{Route, RouteError, authority},
-    snapshot::{Cluster, Snapshot},
+    snapshot::Snapshot,
     state::State,
     telemetry::{RouteStats, TcpStats},
 };
 
-/// Per outbound connection: the original destination, when it differs from the listener.
+/// Per outbound connection: its original destination. Without redirection that is the
+/// listener's own address, which a service may claim too (a local TCP forward).
 pub struct Outbound {
-    dst: Option<SocketAddr>,
+    dst: SocketAddr,
+    /// iptables sent it here: `dst` is where the app meant to go.
+    redirected: bool,
     /// xDS mode: services not held yet are fetched on demand.
     on_demand: Option<Arc<OnDemand>>,
 }
@@ -30,19 +34,23 @@ pub struct Outbound {
 impl Outbound {
     pub fn new(dst: SocketAddr, local: SocketAddr, on_demand: Option<Arc<OnDemand>>) -> Self {
         Outbound {
-            dst: (dst != local).then_some(dst),
+            dst,
+            redirected: dst != local,
             on_demand,
         }
+    }
+
+    /// Where the connection was going, when that names a service. On demand only a
+    /// redirected destination is looked up: the listener's own is no alias worth asking for.
+    fn by_dst<'s>(&self, snap: &'s Snapshot) -> Option<&'s Arc<crate::snapshot::Service>> {
+        snap.service_by_addr(self.dst)
     }
 }
 
 impl Handler for Outbound {
     fn resolve<'a>(&'a self, snap: &'a Snapshot, parts: &Parts) -> Result<&'a Route, RouteError> {
         let host = authority(parts);
-        let found = self
-            .dst
-            .and_then(|d| snap.service_by_addr(d))
-            .or_else(|| snap.service_by_host(host));
+        let found = self.by_dst(snap).or_else(|| snap.service_by_host(host));
         let svc = match (found, snap.catch_all()) {
             (Some(svc), _) => svc,
             // On demand, the catch-all takes a host only once the control plane was asked
@@ -66,8 +74,8 @@ impl Handler for Outbound {
 
     fn on_demand_aliases(&self, parts: &Parts) -> Vec<String> {
         let mut aliases = Vec::with_capacity(2);
-        if let Some(d) = self.dst {
-            aliases.push(addr_alias(d));
+        if self.redirected {
+            aliases.push(addr_alias(self.dst));
         }
         // A host no service could claim is not worth a subscription (and an app cannot grow
         // the stream with junk).
@@ -84,9 +92,9 @@ impl Handler for Outbound {
 
 impl Side for Outbound {
     fn prefetch(&self, state: &State) -> impl Future<Output = ()> + Send {
-        let wanted = match (self.dst, state.on_demand()) {
-            (Some(dst), Some(od)) if state.snapshot().service_by_addr(dst).is_none() => {
-                Some((od, [addr_alias(dst)]))
+        let wanted = match state.on_demand() {
+            Some(od) if self.redirected && state.snapshot().service_by_addr(self.dst).is_none() => {
+                Some((od, [addr_alias(self.dst)]))
             }
             _ => None,
         };
@@ -100,18 +108,14 @@ impl Side for Outbound {
     fn is_opaque(&self, state: &State, snap: &Snapshot, dst: SocketAddr) -> bool {
         state.settings.is_opaque_port(dst.port())
             || self
-                .dst
-                .and_then(|d| snap.service_by_addr(d))
+                .by_dst(snap)
                 .is_some_and(|s| s.protocol == Protocol::Tcp)
             // Without redirection a `protocol: tcp` catch-all means this listener is TCP-only.
-            || (self.dst.is_none() && snap.catch_all().is_some_and(|s| s.protocol == Protocol::Tcp))
+            || (!self.redirected && snap.catch_all().is_some_and(|s| s.protocol == Protocol::Tcp))
     }
 
     fn opaque_target(&self, snap: &Snapshot, _dst: SocketAddr) -> Option<Arc<Cluster>> {
-        let svc = self
-            .dst
-            .and_then(|d| snap.service_by_addr(d))
-            .or_else(|| snap.catch_all())?;
+        let svc = self.by_dst(snap).or_else(|| snap.catch_all())?;
         svc.touch();
         Some(svc.cluster.clone())
     }

@@ -8,7 +8,11 @@ use rand::RngExt;
 use regex::Regex;
 use skiff_api::model;
 
-use crate::{snapshot::Cluster, telemetry::RouteStats};
+use crate::{
+    cluster::Cluster,
+    resilience::{FaultPolicy, ResilienceMetrics, RetryPolicy},
+    telemetry::RouteStats,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -124,8 +128,12 @@ pub struct Route {
     matches: Vec<Match>,
     backends: Vec<(Arc<Cluster>, u32)>,
     total_weight: u64,
-    /// Until the response headers (504 `timeout` after).
+    /// Until the response headers, over every attempt (504 `timeout` after).
     pub timeout: Option<Duration>,
+    /// One attempt's limit (`timeouts.backendRequest`).
+    pub per_try_timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+    pub fault: Option<FaultPolicy>,
     pub stats: RouteStats,
 }
 
@@ -138,11 +146,14 @@ impl Route {
             backends: vec![(cluster, 1)],
             total_weight: 1,
             timeout: None,
+            per_try_timeout: None,
+            retry: None,
+            fault: None,
             stats,
         }
     }
 
-    /// Compiles one mesh route; `resolve` finds a backend service's cluster.
+    /// Compiles one mesh route of `own`'s service; `resolve` finds a backend service's cluster.
     pub fn compile(
         path: &str,
         name: &str,
@@ -150,6 +161,7 @@ impl Route {
         own: &Arc<Cluster>,
         resolve: &ResolveBackend<'_>,
         stats: RouteStats,
+        resilience: &ResilienceMetrics,
     ) -> Result<Route, CompileError> {
         let mut matches = Vec::with_capacity(spec.matches.len());
         for (i, m) in spec.matches.iter().enumerate() {
@@ -183,6 +195,16 @@ impl Route {
                 .as_ref()
                 .and_then(|t| t.request)
                 .map(|d| d.get()),
+            per_try_timeout: spec
+                .timeouts
+                .as_ref()
+                .and_then(|t| t.backend_request)
+                .map(|d| d.get()),
+            retry: spec.retry.as_ref().map(RetryPolicy::compile),
+            fault: spec
+                .fault
+                .as_ref()
+                .map(|f| FaultPolicy::compile(f, resilience.faults(&own.name, name))),
             stats,
         })
     }

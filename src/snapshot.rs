@@ -1,6 +1,7 @@
 //! The compiled, immutable config the data plane runs on: services by address and authority,
-//! route tables, clusters with their endpoints. Endpoint load and connections carry over from
-//! the previous snapshot, so a reload keeps pools warm and LB state intact.
+//! route tables, clusters with their endpoints. Endpoint load, health and connections, breaker
+//! counters, retry budgets and rate-limit buckets carry over from the previous snapshot, so a
+//! reload keeps pools warm, an open breaker open and an ejected endpoint out.
 
 use std::{
     collections::HashMap,
@@ -18,11 +19,16 @@ use skiff_api::{
 };
 
 use crate::{
-    balance::{Endpoint, EndpointSet, Load},
+    balance::{Endpoint, EndpointSet},
     bootstrap::Settings,
-    http::pool::EndpointPool,
+    cluster::Cluster,
+    resilience::{
+        Breaker, BreakerLimits, Budget, BudgetState, Counters, OutlierPolicy, RateLimiter,
+        ResilienceMetrics,
+    },
     route::{CompileError, Route, Table},
     telemetry::{Direction, Metrics},
+    upstream::EndpointPool,
 };
 
 /// Route name in metrics for requests that no route matched.
@@ -48,35 +54,6 @@ pub enum SnapshotError {
     EmptyEndpoint { path: String },
 }
 
-/// Where a backend's requests go: its endpoints, the protocol spoken to them and the
-/// connect timeout.
-#[derive(Debug)]
-pub struct Cluster {
-    pub name: Arc<str>,
-    pub namespace: Arc<str>,
-    pub protocol: Protocol,
-    pub endpoints: EndpointSet,
-}
-
-impl Cluster {
-    /// A cluster of one address (the local app on the inbound side).
-    pub fn single(name: &str, addr: SocketAddr, settings: &Settings) -> Cluster {
-        Cluster::with_endpoint(
-            name,
-            new_endpoint(addr, None, APP_CONNECT_TIMEOUT, settings),
-        )
-    }
-
-    fn with_endpoint(name: &str, endpoint: Arc<Endpoint>) -> Cluster {
-        Cluster {
-            name: name.into(),
-            namespace: "".into(),
-            protocol: Protocol::Auto,
-            endpoints: EndpointSet::new(name.into(), LoadBalancer::RoundRobin, vec![endpoint]),
-        }
-    }
-}
-
 /// A service of the mesh as the outbound side sees it.
 #[derive(Debug)]
 pub struct Service {
@@ -99,6 +76,8 @@ pub struct Inbound {
     pub listen: SocketAddr,
     pub app: SocketAddr,
     pub route: Route,
+    /// `rateLimit`: inbound requests beyond it get 429.
+    pub limiter: Option<RateLimiter>,
 }
 
 /// One immutable config generation.
@@ -117,15 +96,22 @@ pub struct Snapshot {
 pub struct CompileContext<'a> {
     pub settings: &'a Settings,
     pub metrics: &'a Metrics,
+    pub resilience: &'a ResilienceMetrics,
     /// `--workload` and `--namespace`.
     pub workload: Option<(&'a str, &'a str)>,
     pub version: String,
 }
 
+type ServiceKey = (String, String);
+
+/// What a new snapshot takes over from the previous one.
 #[derive(Default)]
 struct Carry {
-    endpoints: HashMap<(String, String, SocketAddr), Arc<Endpoint>>,
-    used: HashMap<(String, String), Arc<AtomicBool>>,
+    endpoints: HashMap<(String, String, SocketAddr), (Arc<Endpoint>, Arc<EndpointPool>)>,
+    used: HashMap<ServiceKey, Arc<AtomicBool>>,
+    breakers: HashMap<ServiceKey, Arc<Counters>>,
+    budgets: HashMap<ServiceKey, Arc<BudgetState>>,
+    bucket: Option<(String, Arc<std::sync::Mutex<crate::resilience::Bucket>>)>,
 }
 
 /// A service left out of a leniently compiled snapshot: its `namespace/name` and why.
@@ -180,7 +166,7 @@ impl Snapshot {
 
         let mut clusters: HashMap<(String, String), Arc<Cluster>> = HashMap::new();
         for (i, svc) in mesh.services.iter().enumerate() {
-            match compile_cluster(i, svc, &workloads, cx.settings, &carry) {
+            match compile_cluster(i, svc, &workloads, cx, &carry) {
                 Ok(cluster) => {
                     clusters.insert((svc.name.clone(), svc.namespace.clone()), Arc::new(cluster));
                 }
@@ -213,6 +199,7 @@ impl Snapshot {
                         &own,
                         &resolve,
                         stats,
+                        cx.resilience,
                     )
                 })
                 .collect();
@@ -278,9 +265,21 @@ impl Snapshot {
                         .endpoints
                         .get(&(INBOUND_CLUSTER.to_owned(), String::new(), ib.app))
                         .cloned();
-                    let cluster = Arc::new(match carried {
-                        Some(e) => Cluster::with_endpoint(INBOUND_CLUSTER, e),
-                        None => Cluster::single(INBOUND_CLUSTER, ib.app, cx.settings),
+                    let cluster = Arc::new(single_cluster(
+                        INBOUND_CLUSTER,
+                        ib.app,
+                        cx.settings,
+                        cx.resilience,
+                        carried,
+                    ));
+                    let workload_key = format!("{namespace}/{name}");
+                    let limiter = w.rate_limit.as_ref().map(|rl| {
+                        let bucket = carry
+                            .bucket
+                            .as_ref()
+                            .filter(|(k, _)| *k == workload_key)
+                            .map(|(_, b)| b.clone());
+                        RateLimiter::new(name.into(), rl, bucket, cx.resilience.rate_limited(name))
                     });
                     Inbound {
                         workload: name.into(),
@@ -292,6 +291,7 @@ impl Snapshot {
                             cluster,
                             cx.metrics.route(Direction::Inbound, name, DEFAULT_ROUTE),
                         ),
+                        limiter,
                     }
                 })
             }
@@ -370,56 +370,86 @@ type FastHash = std::hash::BuildHasherDefault<Fnv1a>;
 fn carry_from(prev: &Snapshot) -> Carry {
     let mut carry = Carry::default();
     let mut add = |c: &Cluster| {
-        for e in c.endpoints.endpoints() {
+        for (e, pool) in c.endpoints.endpoints().iter().zip(&c.pools) {
             carry.endpoints.insert(
                 (c.name.to_string(), c.namespace.to_string(), e.addr),
-                e.clone(),
+                (e.clone(), pool.clone()),
             );
         }
     };
     for s in &prev.services {
         add(&s.cluster);
-        carry.used.insert(
-            (s.name.to_string(), s.namespace.to_string()),
-            s.used.clone(),
-        );
+        let key = (s.name.to_string(), s.namespace.to_string());
+        carry.used.insert(key.clone(), s.used.clone());
+        carry
+            .breakers
+            .insert(key.clone(), s.cluster.breaker.counters.clone());
+        if let Some(b) = &s.cluster.budget {
+            carry.budgets.insert(key, b.state.clone());
+        }
     }
     if let Some(ib) = &prev.inbound {
         for (c, _) in ib.route.backends() {
             add(c);
         }
+        if let Some(l) = &ib.limiter {
+            carry.bucket = Some((
+                format!("{}/{}", ib.namespace, ib.workload),
+                l.bucket.clone(),
+            ));
+        }
     }
     carry
 }
 
-fn new_endpoint(
+/// A cluster of one address with no policies (the local app on the inbound side); `carried`
+/// is that endpoint and its pool from the previous snapshot.
+pub fn single_cluster(
+    name: &str,
     addr: SocketAddr,
-    workload: Option<Arc<str>>,
-    connect_timeout: Duration,
     settings: &Settings,
-) -> Arc<Endpoint> {
-    Arc::new(Endpoint {
+    resilience: &ResilienceMetrics,
+    carried: Option<(Arc<Endpoint>, Arc<EndpointPool>)>,
+) -> Cluster {
+    let (endpoint, pool) = carried.unwrap_or_else(|| {
+        (
+            Arc::new(Endpoint::new(addr, None)),
+            new_pool(addr, APP_CONNECT_TIMEOUT, settings),
+        )
+    });
+    let metrics = resilience.cluster(name);
+    Cluster {
+        name: name.into(),
+        namespace: "".into(),
+        protocol: Protocol::Auto,
+        endpoints: EndpointSet::new(name.into(), LoadBalancer::RoundRobin, vec![endpoint]),
+        pools: vec![pool],
+        breaker: Breaker::new(name.into(), None, Arc::default(), metrics.clone()),
+        budget: None,
+        outlier: None,
+        metrics,
+    }
+}
+
+fn new_pool(addr: SocketAddr, connect_timeout: Duration, settings: &Settings) -> Arc<EndpointPool> {
+    Arc::new(EndpointPool::new(
         addr,
-        workload,
-        load: Load::default(),
-        pool: Arc::new(EndpointPool::new(
-            addr,
-            connect_timeout,
-            settings.h1_idle_timeout,
-            settings.h1_max_idle,
-        )),
-    })
+        connect_timeout,
+        settings.h1_idle_timeout,
+        settings.h1_max_idle,
+    ))
 }
 
 fn compile_cluster(
     i: usize,
     svc: &model::Service,
     workloads: &HashMap<(&str, &str), &model::Workload>,
-    settings: &Settings,
+    cx: &CompileContext<'_>,
     carry: &Carry,
 ) -> Result<Cluster, SnapshotError> {
     let connect_timeout = svc.connect_timeout.get();
     let mut endpoints = Vec::with_capacity(svc.endpoints.len());
+    let mut pools = Vec::with_capacity(svc.endpoints.len());
     for (j, ep) in svc.endpoints.iter().enumerate() {
         let (addr, workload) = match (&ep.workload, ep.address) {
             (Some(w), _) => {
@@ -445,16 +475,50 @@ fn compile_cluster(
         let kept = carry
             .endpoints
             .get(&(svc.name.clone(), svc.namespace.clone(), addr))
-            .filter(|e| e.pool.connect_timeout() == connect_timeout && e.workload == workload)
+            .filter(|(e, pool)| pool.connect_timeout() == connect_timeout && e.workload == workload)
             .cloned();
-        endpoints
-            .push(kept.unwrap_or_else(|| new_endpoint(addr, workload, connect_timeout, settings)));
+        let (endpoint, pool) = kept.unwrap_or_else(|| {
+            (
+                Arc::new(Endpoint::new(addr, workload)),
+                new_pool(addr, connect_timeout, cx.settings),
+            )
+        });
+        endpoints.push(endpoint);
+        pools.push(pool);
     }
+    let key = (svc.name.clone(), svc.namespace.clone());
+    let name: Arc<str> = svc.name.as_str().into();
+    let metrics = cx.resilience.cluster(&svc.name);
+    let outlier = svc.outlier_detection.as_ref().map(OutlierPolicy::compile);
+    if outlier.is_none() {
+        // Nothing would ever re-admit an endpoint ejected under a policy now gone.
+        for e in &endpoints {
+            e.health.reset();
+        }
+    }
+    let endpoints = EndpointSet::new(name.clone(), svc.load_balancer, endpoints);
+    if outlier.is_some() {
+        metrics.set_ejected(endpoints.ejected());
+    }
+    let counters = carry.breakers.get(&key).cloned().unwrap_or_default();
     Ok(Cluster {
-        name: svc.name.as_str().into(),
+        name: name.clone(),
         namespace: svc.namespace.as_str().into(),
         protocol: svc.protocol,
-        endpoints: EndpointSet::new(svc.name.as_str().into(), svc.load_balancer, endpoints),
+        endpoints,
+        pools,
+        breaker: Breaker::new(
+            name,
+            svc.circuit_breaker.as_ref().map(BreakerLimits::compile),
+            counters,
+            metrics.clone(),
+        ),
+        budget: svc
+            .retry_budget
+            .as_ref()
+            .map(|b| Budget::new(b, carry.budgets.get(&key).cloned().unwrap_or_default())),
+        outlier,
+        metrics,
     })
 }
 

@@ -16,6 +16,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use crate::{
     bootstrap::Settings,
     ondemand::OnDemand,
+    resilience::ResilienceMetrics,
     snapshot::Snapshot,
     telemetry::{DetectStats, Direction, LogControl, Metrics, RouteStats, TcpStats},
     xds_client::XdsStatus,
@@ -33,6 +34,8 @@ pub struct State {
     live: ArcSwap<Snapshot>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    /// Resilience's own families (retries, breakers, outliers, rate limits, faults).
+    pub resilience: ResilienceMetrics,
     pub logs: LogControl,
     last_error: ArcSwapOption<String>,
     listening: AtomicBool,
@@ -61,6 +64,7 @@ impl State {
         first: Snapshot,
         settings: Settings,
         metrics: Arc<Metrics>,
+        resilience: ResilienceMetrics,
         logs: LogControl,
     ) -> Self {
         let unrouted_outbound = metrics.route(Direction::Outbound, "unknown", "unknown");
@@ -69,6 +73,7 @@ impl State {
         State {
             live: ArcSwap::from_pointee(first),
             settings,
+            resilience,
             logs,
             last_error: ArcSwapOption::empty(),
             listening: AtomicBool::new(false),

@@ -1,36 +1,40 @@
-//! Opaque L4 forwarding: connect to an endpoint and copy bytes both ways, passing a
-//! half-close through (one side's FIN becomes a shutdown of the other's write side).
-//! Bytes are counted on the accepted side, by `listener`.
-
-use std::sync::Arc;
+//! Opaque L4 forwarding: pick an endpoint of the service's cluster, connect (counted by its
+//! breaker's `maxConnections`, connect failures fed to outlier detection), then copy bytes
+//! both ways, passing a half-close through. Bytes are counted on the accepted side.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use crate::balance::EndpointSet;
+use crate::{
+    cluster::{Cluster, Observed},
+    resilience::{Failure, Tried},
+    upstream::ConnectError,
+};
 
-/// Forwards `client` to an endpoint of `endpoints` until both directions are closed.
-pub async fn forward<I>(mut client: I, endpoints: &EndpointSet)
+/// Forwards `client` to an endpoint of `cluster` until both directions are closed. No
+/// retries: bytes may already have gone to the first endpoint.
+pub async fn forward<I>(mut client: I, cluster: &Cluster)
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let pick = match endpoints.pick() {
+    let pick = match cluster.endpoints.pick(Tried::default()) {
         Ok(p) => p,
         Err(e) => {
             debug!(error = %e, "opaque connection closed");
             return;
         }
     };
-    let pool = Arc::clone(&pick.endpoint.pool);
-    let mut upstream = match pool.connect_tcp().await {
+    let (mut upstream, _counted) = match cluster.pool(&pick).connect_tcp(&cluster.breaker).await {
         Ok(s) => s,
         Err(e) => {
-            pick.observe_failure(pool.connect_timeout());
+            if !matches!(e, ConnectError::Overflow(_)) {
+                cluster.observe(&pick, Observed::Failed(Failure::ConnectFailure));
+            }
             debug!(error = %e, "opaque connection closed");
             return;
         }
     };
-    pick.observe();
+    cluster.observe(&pick, Observed::Connected);
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((from_client, from_upstream)) => {
             debug!(from_client, from_upstream, "opaque connection closed");

@@ -1,10 +1,15 @@
-//! Upstream connections to one endpoint: a stack of idle HTTP/1.1 connections (closed after
-//! an idle timeout) and one multiplexed HTTP/2 connection, replaced when it closes or goes away.
+//! Connections to one endpoint: TCP connects within the connect timeout, a stack of idle
+//! HTTP/1.1 connections (closed after an idle timeout) and one multiplexed HTTP/2 connection,
+//! opened single-flight and replaced when it closes or goes away. Every connection is counted
+//! against its service's breaker for as long as it is open.
 
 use std::{
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -16,14 +21,43 @@ use hyper::{
     client::conn::{http1, http2},
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, sync::watch};
 
-use super::UpstreamError;
+use crate::resilience::{Breaker, ConnGuard, Overflow, ReplayBody};
 
-/// A request body sent upstream: the client's, streamed, or none (a request replayed on a
-/// new connection because the server provably did not process it).
+/// Why no connection to an endpoint could be had. Cloneable: one HTTP/2 connect is shared by
+/// every request waiting on it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {addr}: {source}")]
+    Refused {
+        addr: SocketAddr,
+        source: Arc<std::io::Error>,
+    },
+    #[error("connect to {addr}: no answer within {after:?}")]
+    Timeout { addr: SocketAddr, after: Duration },
+    #[error("handshake with {addr}: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: Arc<hyper::Error>,
+    },
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
+}
+
+/// Why a request could not reach an upstream or came back broken.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("upstream: {0}")]
+    Http(#[source] hyper::Error),
+}
+
+/// A request body sent upstream: the client's, streamed once or replayable, or none.
 pub enum UpstreamBody {
     Streaming(Incoming),
+    Replay(ReplayBody<Incoming>),
     Empty,
 }
 
@@ -37,6 +71,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Streaming(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Replay(b) => Pin::new(b).poll_frame(cx),
             UpstreamBody::Empty => Poll::Ready(None),
         }
     }
@@ -44,6 +79,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Streaming(b) => b.is_end_stream(),
+            UpstreamBody::Replay(b) => b.is_end_stream(),
             UpstreamBody::Empty => true,
         }
     }
@@ -51,6 +87,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Streaming(b) => b.size_hint(),
+            UpstreamBody::Replay(b) => b.size_hint(),
             UpstreamBody::Empty => SizeHint::with_exact(0),
         }
     }
@@ -58,6 +95,7 @@ impl Body for UpstreamBody {
 
 /// One HTTP/2 connection, numbered so that a request failing on an old connection does not
 /// discard a newer one.
+#[derive(Clone)]
 pub struct H2Conn {
     pub generation: u64,
     pub sender: http2::SendRequest<UpstreamBody>,
@@ -68,6 +106,16 @@ struct Idle {
     since: Instant,
 }
 
+/// The result of an HTTP/2 connect, as every waiter sees it.
+type H2Result = Option<Result<H2Conn, ConnectError>>;
+
+#[derive(Default)]
+struct H2Slot {
+    conn: Option<H2Conn>,
+    /// A connect in progress; waiters subscribe instead of connecting again.
+    connecting: Option<watch::Receiver<H2Result>>,
+}
+
 /// Connections to one endpoint; shared by every request a snapshot sends there and carried
 /// over to the next snapshot while the endpoint stays.
 pub struct EndpointPool {
@@ -76,10 +124,8 @@ pub struct EndpointPool {
     idle_timeout: Duration,
     max_idle: usize,
     idle: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<(u64, http2::SendRequest<UpstreamBody>)>>,
-    h2_generation: std::sync::atomic::AtomicU64,
-    /// Serialises h2 connects so a burst of requests opens one connection, not many.
-    h2_connecting: tokio::sync::Mutex<()>,
+    h2: Mutex<H2Slot>,
+    h2_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for EndpointPool {
@@ -103,26 +149,37 @@ impl EndpointPool {
             idle_timeout,
             max_idle,
             idle: Mutex::new(Vec::new()),
-            h2: Mutex::new(None),
-            h2_generation: std::sync::atomic::AtomicU64::new(0),
-            h2_connecting: tokio::sync::Mutex::new(()),
+            h2: Mutex::new(H2Slot::default()),
+            h2_generation: AtomicU64::new(0),
         }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
 
-    /// Opens a TCP connection within the connect timeout.
-    pub async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
+    /// Opens a TCP connection within the connect timeout, counted by `breaker` while the
+    /// returned guard lives.
+    pub async fn connect_tcp(
+        &self,
+        breaker: &Breaker,
+    ) -> Result<(TcpStream, ConnGuard), ConnectError> {
+        let guard = breaker.connection()?;
         let addr = self.addr;
         match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
-                Ok(s)
+                Ok((s, guard))
             }
-            Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
-            Err(_) => Err(UpstreamError::ConnectTimeout {
+            Ok(Err(source)) => Err(ConnectError::Refused {
+                addr,
+                source: Arc::new(source),
+            }),
+            Err(_) => Err(ConnectError::Timeout {
                 addr,
                 after: self.connect_timeout,
             }),
@@ -132,7 +189,7 @@ impl EndpointPool {
     /// An idle HTTP/1.1 connection ready for a request, if one is pooled. The stack is in
     /// return order, so once the newest entry has expired every older one has too.
     pub fn take_h1(&self) -> Option<http1::SendRequest<UpstreamBody>> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(entry) = idle.pop() {
             if entry.since.elapsed() >= self.idle_timeout {
                 idle.clear();
@@ -151,9 +208,8 @@ impl EndpointPool {
         if !sender.is_ready() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < self.max_idle
-        {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
@@ -161,19 +217,26 @@ impl EndpointPool {
         }
     }
 
-    /// A new HTTP/1.1 connection; `upgrades` keeps it usable for a protocol switch.
+    /// A new HTTP/1.1 connection; `upgrades` keeps it usable for a protocol switch. The
+    /// request waits as a pending request of `breaker` meanwhile.
     pub async fn connect_h1(
         &self,
         upgrades: bool,
-    ) -> Result<http1::SendRequest<UpstreamBody>, UpstreamError> {
-        let tcp = self.connect_tcp().await?;
+        breaker: &Breaker,
+    ) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
+        let _pending = breaker.pending()?;
+        let (tcp, guard) = self.connect_tcp(breaker).await?;
+        let addr = self.addr;
         let (sender, conn) = http1::Builder::new()
             .preserve_header_case(true)
             .handshake(TokioIo::new(tcp))
             .await
-            .map_err(UpstreamError::Http)?;
-        let addr = self.addr;
+            .map_err(|e| ConnectError::Handshake {
+                addr,
+                source: Arc::new(e),
+            })?;
         tokio::spawn(async move {
+            let _counted = guard;
             let res = if upgrades {
                 conn.with_upgrades().await
             } else {
@@ -186,21 +249,61 @@ impl EndpointPool {
         Ok(sender)
     }
 
-    /// The endpoint's HTTP/2 connection, opened if there is none or the last one closed.
-    pub async fn h2(&self) -> Result<H2Conn, UpstreamError> {
-        if let Some(c) = self.live_h2() {
-            return Ok(c);
-        }
-        Box::pin(self.connect_h2()).await
+    /// The endpoint's HTTP/2 connection if one is open: the fast path, no await.
+    pub fn live_h2(&self) -> Option<H2Conn> {
+        let slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.conn
+            .as_ref()
+            .filter(|c| !c.sender.is_closed())
+            .cloned()
     }
 
-    /// Opens the HTTP/2 connection; one caller at a time, the others then share it.
-    async fn connect_h2(&self) -> Result<H2Conn, UpstreamError> {
-        let _connecting = self.h2_connecting.lock().await;
-        if let Some(c) = self.live_h2() {
-            return Ok(c);
+    /// The endpoint's HTTP/2 connection, opened if there is none or the last one closed.
+    /// Requests arriving while it opens wait for that one connect (single-flight), so each
+    /// waits at most one connect timeout.
+    pub async fn h2(self: &Arc<Self>, breaker: &Breaker) -> Result<H2Conn, ConnectError> {
+        let mut rx = {
+            let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+            match &slot.conn {
+                Some(c) if !c.sender.is_closed() => return Ok(c.clone()),
+                Some(_) => slot.conn = None,
+                None => {}
+            }
+            match &slot.connecting {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    slot.connecting = Some(rx.clone());
+                    let pool = self.clone();
+                    let breaker = breaker.clone();
+                    tokio::spawn(async move {
+                        let result = pool.open_h2(&breaker).await;
+                        let mut slot = pool.h2.lock().unwrap_or_else(PoisonError::into_inner);
+                        slot.connecting = None;
+                        if let Ok(c) = &result {
+                            slot.conn = Some(c.clone());
+                        }
+                        let _ = tx.send(Some(result));
+                    });
+                    rx
+                }
+            }
+        };
+        let _pending = breaker.pending()?;
+        let settled = rx.wait_for(Option::is_some).await;
+        match settled.as_deref() {
+            Ok(Some(result)) => result.clone(),
+            // The connect task ended without a word: it panicked or the runtime is stopping.
+            Ok(None) | Err(_) => Err(ConnectError::Timeout {
+                addr: self.addr,
+                after: self.connect_timeout,
+            }),
         }
-        let tcp = self.connect_tcp().await?;
+    }
+
+    async fn open_h2(&self, breaker: &Breaker) -> Result<H2Conn, ConnectError> {
+        let (tcp, guard) = self.connect_tcp(breaker).await?;
+        let addr = self.addr;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -210,45 +313,30 @@ impl EndpointPool {
             .adaptive_window(true)
             .handshake(TokioIo::new(tcp))
             .await
-            .map_err(UpstreamError::Http)?;
-        let addr = self.addr;
+            .map_err(|e| ConnectError::Handshake {
+                addr,
+                source: Arc::new(e),
+            })?;
         tokio::spawn(async move {
+            let _counted = guard;
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "upstream http/2 connection ended");
             }
         });
-        let generation = self
-            .h2_generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        if let Ok(mut slot) = self.h2.lock() {
-            *slot = Some((generation, sender.clone()));
-        }
+        let generation = self.h2_generation.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(H2Conn { generation, sender })
-    }
-
-    fn live_h2(&self) -> Option<H2Conn> {
-        let mut slot = self.h2.lock().ok()?;
-        match slot.as_ref() {
-            Some((generation, s)) if !s.is_closed() => Some(H2Conn {
-                generation: *generation,
-                sender: s.clone(),
-            }),
-            Some(_) => {
-                *slot = None;
-                None
-            }
-            None => None,
-        }
     }
 
     /// Forgets HTTP/2 connection `generation` (it refused a request, e.g. after GOAWAY) so the
     /// next request reconnects; a newer connection already in its place stays.
     pub fn discard_h2(&self, generation: u64) {
-        if let Ok(mut slot) = self.h2.lock()
-            && slot.as_ref().is_some_and(|(g, _)| *g == generation)
+        let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.generation == generation)
         {
-            *slot = None;
+            slot.conn = None;
         }
     }
 }

@@ -581,6 +581,7 @@ impl Client<'_> {
         let cx = CompileContext {
             settings: &self.state.settings,
             metrics: &self.state.metrics,
+            resilience: &self.state.resilience,
             workload: Some((self.cfg.workload.as_str(), self.cfg.namespace.as_str())),
             version: format!("{generation}:{version}"),
         };

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::pool::Checkout;
+use crate::upstream::Checkout;
 
 /// A response body going to a client.
 pub enum ProxyBody {

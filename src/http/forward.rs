@@ -1,92 +1,346 @@
-//! Sending one request upstream: route → weighted backend → endpoint → pooled connection,
-//! within the route's timeout; HTTP/1.1 upgrades (WebSocket) become a tunnel.
+//! Sending one request upstream. The plan: head checks, fault injection, route → weighted
+//! backend → cluster, upstream protocol, breaker admission. Then `resilience::run` drives the
+//! attempts; each [`HttpAttempt`] picks an endpoint, sends on its pooled connection and
+//! classifies what came back. HTTP/1.1 upgrades (WebSocket) are one attempt and a tunnel.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use http::{Request, Response, StatusCode, request::Parts};
+use http::{
+    HeaderMap, HeaderValue, Request, Response, StatusCode, header::HeaderName, request::Parts,
+};
 use http_body::Body;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use skiff_api::model::Protocol;
 
 use super::{
-    ProxyBody, ProxyError, RequestError, UpstreamError, Version,
+    ProxyBody, ProxyError, RequestError, Version,
     headers::{self, prepare_request, prepare_response, request_head_size},
-    pool::{Checkout, EndpointPool, H2Conn, UpstreamBody},
+    synthesize,
 };
-use crate::{balance::Pick, resilience, route::Route};
+use crate::{
+    balance::Pick,
+    cluster::{Cluster, Observed},
+    resilience::{
+        self, Attempt, AttemptCx, Failure, Finished, Outcome, Plan, ReplayBody, Reply,
+        ResilienceError, RetryPolicy, Tried,
+    },
+    route::Route,
+    upstream::{Checkout, ConnectError, EndpointPool, H2Conn, UpstreamBody, UpstreamError},
+};
 
-/// Sends a request along `route`: picks a backend and an endpoint, enforces the head-size
-/// limit and the route timeout, and feeds the outcome to the endpoint's load estimate.
+/// On a response that took more than one attempt: how many.
+pub const X_SKIFF_ATTEMPTS: HeaderName = HeaderName::from_static("x-skiff-attempts");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
+
+/// Forwards a request along `route` and returns what the client gets: the upstream's response
+/// or the proxy's own, with `x-skiff-attempts` when it was retried.
 pub async fn forward(
     route: &Route,
-    parts: Parts,
+    mut parts: Parts,
     body: Incoming,
     downstream: Version,
     max_head: usize,
-) -> Result<Response<ProxyBody>, ProxyError> {
+    grpc: bool,
+) -> Response<ProxyBody> {
     let size = request_head_size(&parts);
     if size > max_head {
-        return Err(RequestError::HeadersTooLarge {
+        let e = RequestError::HeadersTooLarge {
             size,
             limit: max_head,
-        }
-        .into());
+        };
+        return failed(&e.into(), grpc);
     }
-    let cluster = route.pick_backend()?;
-    let pick = cluster.endpoints.pick()?;
+    if let Some(fault) = &route.fault {
+        if let Some(wait) = fault.delay() {
+            tokio::time::sleep(wait).await;
+        }
+        if let Some(abort) = fault.abort() {
+            return failed(&ResilienceError::FaultAbort { abort }.into(), grpc);
+        }
+    }
+    let cluster = match route.pick_backend() {
+        Ok(c) => c,
+        Err(e) => return failed(&e.into(), grpc),
+    };
     let upstream = match cluster.protocol {
         Protocol::Http1 => Version::Http1,
         Protocol::Http2 | Protocol::Grpc => Version::Http2,
         Protocol::Auto | Protocol::Tcp => downstream,
     };
-    // Without a timeout the upstream future is awaited where it is built: wrapping it
-    // would move it (a few hundred bytes) once more per request.
-    let sent = match route.timeout {
-        None => Ok(send(parts, body, downstream, upstream, &pick).await),
-        Some(limit) => {
-            resilience::within(limit, send(parts, body, downstream, upstream, &pick)).await
-        }
+    if downstream == Version::Http1 && upstream == Version::Http1 && headers::is_upgrade(&parts) {
+        // Rare: boxed so it does not grow every request's future.
+        return Box::pin(upgrade(cluster, parts, body)).await;
+    }
+    let _admitted = match cluster.breaker.request() {
+        Ok(g) => g,
+        Err(e) => return failed(&ResilienceError::from(e).into(), grpc),
     };
-    match sent {
-        Ok(Ok(rsp)) => {
-            pick.observe();
-            Ok(rsp)
+    if let Some(b) = &cluster.budget {
+        b.deposit();
+    }
+    if let Err(e) = prepare_request(&mut parts, upstream, false) {
+        return failed(&e.into(), grpc);
+    }
+    let plan = Plan {
+        retry: route.retry.as_ref(),
+        per_try: route.per_try_timeout,
+        request_timeout: route.timeout,
+        idempotent: resilience::is_idempotent(&parts.method),
+        grpc,
+        breaker: &cluster.breaker,
+        budget: cluster.budget.as_ref(),
+        metrics: &cluster.metrics,
+    };
+    let mut attempt = HttpAttempt {
+        cluster,
+        upstream,
+        per_try: route.per_try_timeout,
+        grpc,
+        source: RequestSource::new(parts, body, route.retry.as_ref(), upstream),
+    };
+    let Finished { result, attempts } = resilience::run(&plan, &mut attempt).await;
+    let mut rsp = result.unwrap_or_else(|e| failed(&e, grpc));
+    if attempts > 1 {
+        rsp.headers_mut()
+            .insert(X_SKIFF_ATTEMPTS, HeaderValue::from(attempts));
+    }
+    rsp
+}
+
+fn failed(e: &ProxyError, grpc: bool) -> Response<ProxyBody> {
+    tracing::debug!(error = %e, "request failed");
+    synthesize(e, grpc)
+}
+
+/// Where each attempt's request comes from.
+enum RequestSource {
+    /// The request streams once. A request the connection handed back unsent may go again,
+    /// and so may a bodyless one, as a copy of its head.
+    Once {
+        req: Option<Request<UpstreamBody>>,
+        head: Option<Parts>,
+    },
+    /// The route retries and the body fits its cap: every attempt replays it.
+    Replay {
+        head: Parts,
+        body: ReplayBody<Incoming>,
+    },
+}
+
+impl RequestSource {
+    fn new(parts: Parts, body: Incoming, retry: Option<&RetryPolicy>, upstream: Version) -> Self {
+        if body.is_end_stream() {
+            // A copy of the head is all a bodyless request needs to go again; only a retry
+            // policy or HTTP/2 (refused streams) can use it.
+            let head = (retry.is_some() || upstream == Version::Http2).then(|| clone_head(&parts));
+            return RequestSource::Once {
+                req: Some(Request::from_parts(parts, UpstreamBody::Empty)),
+                head,
+            };
         }
-        Ok(Err(e)) => {
-            pick.observe_failure(pick.endpoint.pool.connect_timeout());
-            Err(e)
+        match retry {
+            // A declared length over the cap streams once from the start.
+            Some(p)
+                if body
+                    .size_hint()
+                    .upper()
+                    .is_none_or(|n| n <= p.max_body_bytes) =>
+            {
+                let hint = body.size_hint();
+                let cap = usize::try_from(p.max_body_bytes).unwrap_or(usize::MAX);
+                RequestSource::Replay {
+                    head: parts,
+                    body: ReplayBody::new(body, hint, cap),
+                }
+            }
+            _ => RequestSource::Once {
+                req: Some(Request::from_parts(parts, UpstreamBody::Streaming(body))),
+                head: None,
+            },
         }
-        Err(e) => {
-            pick.observe();
-            Err(e.into())
+    }
+
+    fn take(&mut self) -> Option<Request<UpstreamBody>> {
+        match self {
+            RequestSource::Once { req, head } => req.take().or_else(|| {
+                head.as_ref()
+                    .map(|h| Request::from_parts(clone_head(h), UpstreamBody::Empty))
+            }),
+            RequestSource::Replay { head, body } => body
+                .replay()
+                .map(|b| Request::from_parts(clone_head(head), UpstreamBody::Replay(b))),
+        }
+    }
+
+    /// A request the connection gave back untouched.
+    fn put_back(&mut self, r: Request<UpstreamBody>) {
+        if let RequestSource::Once { req, .. } = self {
+            *req = Some(r);
+        }
+    }
+
+    fn can_replay(&self) -> bool {
+        match self {
+            RequestSource::Once { req, head } => req.is_some() || head.is_some(),
+            RequestSource::Replay { body, .. } => body.is_replayable(),
         }
     }
 }
 
-async fn send(
-    mut parts: Parts,
-    body: Incoming,
-    downstream: Version,
+/// A copy of a request head.
+fn clone_head(parts: &Parts) -> Parts {
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    *head.headers_mut() = parts.headers.clone();
+    *head.extensions_mut() = parts.extensions.clone();
+    head.into_parts().0
+}
+
+/// One request's attempts over one cluster.
+struct HttpAttempt<'a> {
+    cluster: &'a Cluster,
     upstream: Version,
-    pick: &Pick,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let upgrade =
-        downstream == Version::Http1 && upstream == Version::Http1 && headers::is_upgrade(&parts);
-    let client_upgrade = if upgrade {
-        parts.extensions.remove::<OnUpgrade>()
-    } else {
-        None
+    per_try: Option<Duration>,
+    grpc: bool,
+    source: RequestSource,
+}
+
+/// A send that got no response.
+struct SendError {
+    error: ProxyError,
+    failure: Failure,
+    /// The request, when the connection handed it back without writing it.
+    unsent: Option<Request<UpstreamBody>>,
+}
+
+impl Attempt for HttpAttempt<'_> {
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+
+    async fn attempt(&mut self, cx: AttemptCx) -> Outcome<Response<ProxyBody>, ProxyError> {
+        let pick = match self.cluster.endpoints.pick(cx.tried) {
+            Ok(p) => p,
+            Err(e) => return local(e.into()),
+        };
+        let Some(req) = self.source.take() else {
+            // The loop asks `can_replay` before every retry; a first attempt always has one.
+            return local(
+                RequestError::Malformed {
+                    reason: "request body cannot be sent again",
+                }
+                .into(),
+            );
+        };
+        let pool = self.cluster.pool(&pick);
+        let sent = match cx.deadline {
+            None => send(req, pool, self.upstream, self.cluster).await,
+            Some(d) => {
+                match tokio::time::timeout_at(d, send(req, pool, self.upstream, self.cluster)).await
+                {
+                    Ok(sent) => sent,
+                    Err(_) => {
+                        return self.failed(
+                            &pick,
+                            SendError {
+                                error: ResilienceError::Timeout {
+                                    after: self.per_try.unwrap_or_default(),
+                                }
+                                .into(),
+                                failure: Failure::Timeout,
+                                unsent: None,
+                            },
+                        );
+                    }
+                }
+            }
+        };
+        match sent {
+            Ok(rsp) => {
+                let status = rsp.status().as_u16();
+                self.cluster.observe(&pick, Observed::Status(status));
+                let grpc = if self.grpc {
+                    grpc_status(rsp.headers())
+                } else {
+                    None
+                };
+                Outcome::Response(Reply {
+                    rsp,
+                    status,
+                    grpc,
+                    endpoint: pick.index,
+                })
+            }
+            Err(e) => self.failed(&pick, e),
+        }
+    }
+
+    fn can_replay(&self) -> bool {
+        self.source.can_replay()
+    }
+
+    fn pushback(rsp: &Response<ProxyBody>) -> Option<Duration> {
+        let h = rsp.headers();
+        let number = |name| h.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+        number(GRPC_PUSHBACK)
+            .map(Duration::from_millis)
+            .or_else(|| number(http::header::RETRY_AFTER).map(Duration::from_secs))
+    }
+}
+
+impl HttpAttempt<'_> {
+    fn failed(&mut self, pick: &Pick, e: SendError) -> Outcome<Response<ProxyBody>, ProxyError> {
+        if let Some(r) = e.unsent {
+            self.source.put_back(r);
+        }
+        self.cluster.observe(pick, Observed::Failed(e.failure));
+        Outcome::Failed {
+            err: e.error,
+            failure: e.failure,
+            endpoint: Some(pick.index),
+        }
+    }
+}
+
+fn local(err: ProxyError) -> Outcome<Response<ProxyBody>, ProxyError> {
+    Outcome::Failed {
+        err,
+        failure: Failure::Local,
+        endpoint: None,
+    }
+}
+
+/// `grpc-status` in response headers: a trailers-only gRPC answer.
+fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get(GRPC_STATUS)?.to_str().ok()?.parse().ok()
+}
+
+fn connect_failed(e: ConnectError) -> SendError {
+    let failure = match e {
+        ConnectError::Overflow(_) => Failure::Local,
+        ConnectError::Refused { .. }
+        | ConnectError::Timeout { .. }
+        | ConnectError::Handshake { .. } => Failure::ConnectFailure,
     };
-    prepare_request(&mut parts, upstream, upgrade)?;
-    let req = Request::from_parts(parts, UpstreamBody::Streaming(body));
-    let pool = &pick.endpoint.pool;
+    SendError {
+        error: UpstreamError::Connect(e).into(),
+        failure,
+        unsent: None,
+    }
+}
+
+async fn send(
+    req: Request<UpstreamBody>,
+    pool: &Arc<EndpointPool>,
+    upstream: Version,
+    cluster: &Cluster,
+) -> Result<Response<ProxyBody>, SendError> {
     match upstream {
-        // Rare paths are boxed: inline they would grow every request's future (and each
-        // HTTP/2 stream task hyper spawns copies that future).
-        Version::Http1 if upgrade => Box::pin(send_upgrade(req, pool, client_upgrade)).await,
-        Version::Http1 => send_h1(req, pool).await,
-        Version::Http2 => send_h2(req, pool).await,
+        Version::Http1 => send_h1(req, pool, cluster).await,
+        Version::Http2 => send_h2(req, pool, cluster).await,
     }
 }
 
@@ -97,84 +351,78 @@ fn into_proxy(rsp: Response<Incoming>, checkout: Option<Checkout>) -> Response<P
 }
 
 async fn send_h1(
-    mut req: Request<UpstreamBody>,
+    req: Request<UpstreamBody>,
     pool: &Arc<EndpointPool>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    loop {
-        let (mut sender, reused) = match pool.take_h1() {
-            Some(s) => (s, true),
-            None => (Box::pin(pool.connect_h1(false)).await?, false),
-        };
-        match sender.try_send_request(req).await {
-            Ok(rsp) => {
-                return Ok(into_proxy(
-                    rsp,
-                    Some(Checkout {
-                        sender,
-                        pool: pool.clone(),
-                    }),
-                ));
-            }
-            Err(mut e) => match e.take_message() {
-                // A pooled connection closed before the request was written: try another.
-                Some(r) if reused => req = r,
-                _ => return Err(UpstreamError::Http(e.into_error()).into()),
-            },
+    cluster: &Cluster,
+) -> Result<Response<ProxyBody>, SendError> {
+    let (mut sender, reused) = match pool.take_h1() {
+        Some(s) => (s, true),
+        None => match Box::pin(pool.connect_h1(false, &cluster.breaker)).await {
+            Ok(s) => (s, false),
+            Err(e) => return Err(connect_failed(e)),
+        },
+    };
+    match sender.try_send_request(req).await {
+        Ok(rsp) => Ok(into_proxy(
+            rsp,
+            Some(Checkout {
+                sender,
+                pool: pool.clone(),
+            }),
+        )),
+        Err(mut e) => {
+            let unsent = e.take_message();
+            // A pooled connection that closed before the request was written processed
+            // nothing; a new one failing before the write is just a broken upstream.
+            let failure = if reused && unsent.is_some() {
+                Failure::Refused
+            } else {
+                Failure::Reset
+            };
+            Err(SendError {
+                error: UpstreamError::Http(e.into_error()).into(),
+                failure,
+                unsent,
+            })
         }
     }
 }
-
-/// Sends of one unprocessed request on new HTTP/2 connections. Concurrent requests racing a
-/// server's GOAWAY may each be refused on a connection or two before one takes them.
-const MAX_REPLAYS: u32 = 4;
 
 async fn send_h2(
-    mut req: Request<UpstreamBody>,
+    req: Request<UpstreamBody>,
     pool: &Arc<EndpointPool>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    // A request without a body can go again as it is when the server provably did not
-    // process it (a GOAWAY or REFUSED_STREAM race); one with a body streams once.
-    let replay = req.body().is_end_stream().then(|| clone_head(&req));
-    let mut replays = 0;
-    loop {
-        let H2Conn {
-            generation,
-            mut sender,
-        } = pool.h2().await?;
-        match sender.try_send_request(req).await {
-            Ok(rsp) => return Ok(into_proxy(rsp, None)),
-            Err(mut e) => {
-                let again = match e.take_message() {
-                    Some(r) => Some(r),
-                    None if is_unprocessed(e.error()) => replay
-                        .as_ref()
-                        .map(|p| Request::from_parts(p.clone(), UpstreamBody::Empty)),
-                    None => None,
-                };
-                match again {
-                    // The connection went away before the request was processed: again, on a
-                    // new connection (bounded: a server may refuse everything).
-                    Some(r) if replays < MAX_REPLAYS => {
-                        pool.discard_h2(generation);
-                        replays += 1;
-                        req = r;
-                    }
-                    _ => return Err(UpstreamError::Http(e.into_error()).into()),
-                }
+    cluster: &Cluster,
+) -> Result<Response<ProxyBody>, SendError> {
+    let H2Conn {
+        generation,
+        mut sender,
+    } = match pool.live_h2() {
+        Some(c) => c,
+        None => match Box::pin(pool.h2(&cluster.breaker)).await {
+            Ok(c) => c,
+            Err(e) => return Err(connect_failed(e)),
+        },
+    };
+    match sender.try_send_request(req).await {
+        Ok(rsp) => Ok(into_proxy(rsp, None)),
+        Err(mut e) => {
+            let unsent = e.take_message();
+            let refused = unsent.is_some() || is_unprocessed(e.error());
+            if refused {
+                // Gone away or refusing: the next request opens a new connection.
+                pool.discard_h2(generation);
             }
+            Err(SendError {
+                error: UpstreamError::Http(e.into_error()).into(),
+                failure: if refused {
+                    Failure::Refused
+                } else {
+                    Failure::Reset
+                },
+                unsent,
+            })
         }
     }
-}
-
-/// The head of a request, to send it again without a body.
-fn clone_head(req: &Request<UpstreamBody>) -> Parts {
-    let mut head = Request::new(());
-    *head.method_mut() = req.method().clone();
-    *head.uri_mut() = req.uri().clone();
-    *head.version_mut() = req.version();
-    *head.headers_mut() = req.headers().clone();
-    *head.extensions_mut() = req.extensions().clone();
-    head.into_parts().0
 }
 
 /// True when the server provably did not process the request (RFC 9113 §8.7): its stream was
@@ -191,20 +439,41 @@ fn is_unprocessed(err: &hyper::Error) -> bool {
     false
 }
 
-/// An HTTP/1.1 protocol switch: the request goes on a connection of its own and, on
-/// `101 Switching Protocols`, both sides are joined into a byte tunnel.
-async fn send_upgrade(
-    req: Request<UpstreamBody>,
-    pool: &Arc<EndpointPool>,
-    client: Option<OnUpgrade>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let mut sender = pool.connect_h1(true).await?;
-    let mut rsp = sender
-        .send_request(req)
-        .await
-        .map_err(UpstreamError::Http)?;
+/// An HTTP/1.1 protocol switch: one attempt on a connection of its own and, on
+/// `101 Switching Protocols`, both sides joined into a byte tunnel.
+async fn upgrade(cluster: &Cluster, mut parts: Parts, body: Incoming) -> Response<ProxyBody> {
+    let _admitted = match cluster.breaker.request() {
+        Ok(g) => g,
+        Err(e) => return failed(&ResilienceError::from(e).into(), false),
+    };
+    let client = parts.extensions.remove::<OnUpgrade>();
+    if let Err(e) = prepare_request(&mut parts, Version::Http1, true) {
+        return failed(&e.into(), false);
+    }
+    let pick = match cluster.endpoints.pick(Tried::default()) {
+        Ok(p) => p,
+        Err(e) => return failed(&e.into(), false),
+    };
+    let pool = cluster.pool(&pick);
+    let mut sender = match pool.connect_h1(true, &cluster.breaker).await {
+        Ok(s) => s,
+        Err(e) => {
+            let e = connect_failed(e);
+            cluster.observe(&pick, Observed::Failed(e.failure));
+            return failed(&e.error, false);
+        }
+    };
+    let req = Request::from_parts(parts, UpstreamBody::Streaming(body));
+    let mut rsp = match sender.send_request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            cluster.observe(&pick, Observed::Failed(Failure::Reset));
+            return failed(&UpstreamError::Http(e).into(), false);
+        }
+    };
+    cluster.observe(&pick, Observed::Status(rsp.status().as_u16()));
     if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(into_proxy(rsp, None));
+        return into_proxy(rsp, None);
     }
     let server = hyper::upgrade::on(&mut rsp);
     if let Some(client) = client {
@@ -222,5 +491,5 @@ async fn send_upgrade(
     }
     let (mut parts, body) = rsp.into_parts();
     prepare_response(&mut parts.headers, true);
-    Ok(Response::from_parts(parts, ProxyBody::upstream(body, None)))
+    Response::from_parts(parts, ProxyBody::upstream(body, None))
 }

@@ -1,11 +1,17 @@
 //! The one mapping from proxy errors to what a client sees: a status, an `x-skiff-reason`
-//! token and, for gRPC callers, the matching `grpc-status` in trailers-only form.
+//! token, `retry-after` on a rate limit and, for gRPC callers, the matching `grpc-status` in
+//! trailers-only form.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header::HeaderName};
 
-use super::{ProxyBody, RequestError, UpstreamError};
-use crate::{balance::BalanceError, resilience::ResilienceError, route::RouteError};
+use super::{ProxyBody, RequestError};
+use crate::{
+    balance::BalanceError,
+    resilience::ResilienceError,
+    route::RouteError,
+    upstream::{ConnectError, UpstreamError},
+};
 
 pub const SKIFF_REASON: HeaderName = HeaderName::from_static("x-skiff-reason");
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -39,9 +45,22 @@ impl ProxyError {
                 (S::SERVICE_UNAVAILABLE, "no-healthy-endpoints")
             }
             P::Resilience(ResilienceError::Timeout { .. }) => (S::GATEWAY_TIMEOUT, "timeout"),
-            P::Upstream(UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. }) => {
-                (S::SERVICE_UNAVAILABLE, "connect-failed")
+            P::Resilience(ResilienceError::Overflow(_))
+            | P::Upstream(UpstreamError::Connect(ConnectError::Overflow(_))) => {
+                (S::SERVICE_UNAVAILABLE, "overflow")
             }
+            P::Resilience(ResilienceError::RateLimited { .. }) => {
+                (S::TOO_MANY_REQUESTS, "rate-limited")
+            }
+            P::Resilience(ResilienceError::FaultAbort { abort }) => (
+                S::from_u16(abort.status).unwrap_or(S::SERVICE_UNAVAILABLE),
+                "fault-injected",
+            ),
+            P::Upstream(UpstreamError::Connect(
+                ConnectError::Refused { .. }
+                | ConnectError::Timeout { .. }
+                | ConnectError::Handshake { .. },
+            )) => (S::SERVICE_UNAVAILABLE, "connect-failed"),
             P::Upstream(UpstreamError::Http(_)) => (S::BAD_GATEWAY, "upstream-failed"),
             P::Request(RequestError::Malformed { .. }) => (S::BAD_REQUEST, "bad-request"),
             P::Request(RequestError::HeadersTooLarge { .. }) => {
@@ -67,21 +86,38 @@ fn grpc_code(status: StatusCode) -> &'static str {
 /// The response for a failed request.
 pub fn synthesize(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
     let (status, reason) = err.status_and_reason();
-    respond_with(status, reason, grpc)
+    let grpc_override = match err {
+        ProxyError::Resilience(ResilienceError::FaultAbort { abort }) => abort.grpc,
+        _ => None,
+    };
+    let mut rsp = respond_with(status, reason, grpc.then_some(grpc_override));
+    if let ProxyError::Resilience(ResilienceError::RateLimited { retry_after, .. }) = err {
+        rsp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
+    }
+    rsp
 }
 
-/// A response the proxy makes itself with a reason token (also used by the connection-level
-/// checks in `detect`).
-pub fn respond_with(status: StatusCode, reason: &'static str, grpc: bool) -> Response<ProxyBody> {
+/// A response the proxy makes itself with a reason token. `grpc`: the caller speaks gRPC, and
+/// the `grpc-status` to send when it is not the one the HTTP status maps to.
+fn respond_with(
+    status: StatusCode,
+    reason: &'static str,
+    grpc: Option<Option<u32>>,
+) -> Response<ProxyBody> {
     let reason_value = HeaderValue::from_static(reason);
-    if grpc {
+    if let Some(code) = grpc {
         let mut rsp = Response::new(ProxyBody::empty());
         let h = rsp.headers_mut();
         h.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        h.insert(GRPC_STATUS, HeaderValue::from_static(grpc_code(status)));
+        let code = match code {
+            Some(c) => HeaderValue::from(c),
+            None => HeaderValue::from_static(grpc_code(status)),
+        };
+        h.insert(GRPC_STATUS, code);
         h.insert(GRPC_MESSAGE, reason_value.clone());
         h.insert(SKIFF_REASON, reason_value);
         return rsp;
@@ -116,7 +152,7 @@ mod tests {
 
     #[test]
     fn grpc_callers_get_trailers_only() {
-        let rsp = respond_with(StatusCode::SERVICE_UNAVAILABLE, "no-backend", true);
+        let rsp = respond_with(StatusCode::SERVICE_UNAVAILABLE, "no-backend", Some(None));
         assert_eq!(rsp.status(), StatusCode::OK);
         assert_eq!(rsp.headers()["grpc-status"], "14");
         assert_eq!(rsp.headers()[SKIFF_REASON], "no-backend");

@@ -10,9 +10,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use super::{ProxyBody, Version, forward, headers::is_grpc, synthesize};
+use super::{ProxyBody, ProxyError, Version, forward, headers::is_grpc, synthesize};
 use crate::{
     listener::Drain,
+    resilience::RateLimiter,
     route::{Route, RouteError},
     snapshot::Snapshot,
     state::State,
@@ -29,6 +30,10 @@ pub trait Handler: Send + Sync + 'static {
     fn on_demand_aliases(&self, _parts: &Parts) -> Vec<String> {
         Vec::new()
     }
+    /// The rate limit every request of this side passes first (inbound: the workload's).
+    fn rate_limit<'a>(&self, _snap: &'a Snapshot) -> Option<&'a RateLimiter> {
+        None
+    }
 }
 
 async fn handle<H: Handler>(
@@ -42,7 +47,15 @@ async fn handle<H: Handler>(
     let snap = state.snapshot();
     let (parts, body) = req.into_parts();
     let miss = match handler.resolve(&snap, &parts) {
-        Ok(route) => return routed(state, route, parts, body, version, grpc, start).await,
+        Ok(route) => {
+            if let Some(Err(e)) = handler.rate_limit(&snap).map(RateLimiter::acquire) {
+                route.stats.requests.inc();
+                let rsp = failed(&e.into(), grpc);
+                route.stats.record(rsp.status().as_u16(), start.elapsed());
+                return rsp;
+            }
+            return routed(state, route, parts, body, version, grpc, start).await;
+        }
         Err(e) => e,
     };
     // xDS: the service may exist and not be held yet; ask for it and look again.
@@ -81,14 +94,20 @@ async fn routed(
     start: Instant,
 ) -> Response<ProxyBody> {
     route.stats.requests.inc();
-    let rsp = forward(route, parts, body, version, state.settings.max_header_bytes)
-        .await
-        .unwrap_or_else(|e| failed(&e, grpc));
+    let rsp = forward(
+        route,
+        parts,
+        body,
+        version,
+        state.settings.max_header_bytes,
+        grpc,
+    )
+    .await;
     route.stats.record(rsp.status().as_u16(), start.elapsed());
     rsp
 }
 
-fn failed(e: &super::ProxyError, grpc: bool) -> Response<ProxyBody> {
+fn failed(e: &ProxyError, grpc: bool) -> Response<ProxyBody> {
     debug!(error = %e, "request failed");
     synthesize(e, grpc)
 }

@@ -249,6 +249,11 @@ impl Metrics {
         }
     }
 
+    /// Where another concern registers its own families, at start (before sharing).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// OpenMetrics text of every family.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
