@@ -55,7 +55,7 @@ async fn flaky_upstream_behind_retry_succeeds_every_time_and_marks_the_retried()
         assert_eq!(r.status, StatusCode::OK, "request {i}: {r:?}");
         assert_eq!(r.served_by(), Some("flaky"), "request {i}: {r:?}");
         assert_eq!(r.reason(), None, "request {i}: {r:?}");
-        let expected = (i % 3 == 0).then_some(2);
+        let expected = i.is_multiple_of(3).then_some(2);
         assert_eq!(
             attempts(r),
             expected,

@@ -84,9 +84,9 @@ impl FlakyState {
         let fail = self.fail_all.load(Ordering::SeqCst)
             || match self.failing {
                 Failing::Never => false,
-                Failing::EveryNth(n) => nth % n == 0,
+                Failing::EveryNth(n) => nth.is_multiple_of(n),
                 Failing::FirstTryOfEvery(n) => {
-                    first_try_of_key && key.is_some_and(|k| k % n as u64 == 0)
+                    first_try_of_key && key.is_some_and(|k| k.is_multiple_of(n as u64))
                 }
             };
         let arrival = Arrival {
