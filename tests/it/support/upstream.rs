@@ -528,8 +528,8 @@ pub struct GrpcUpstreamBuilder {
 }
 
 impl GrpcUpstreamBuilder {
-    /// Fails the first `k` unary calls with `code` (trailers-only), then serves normally.
-    /// Default: never.
+    /// Fails unary calls with `code` (trailers-only) while fewer than `k` calls (unary or bidi)
+    /// have arrived, then serves normally. Default: never.
     pub fn fail_first(mut self, k: usize, code: tonic::Code) -> Self {
         self.fail_first = Some((k, code));
         self
