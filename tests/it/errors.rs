@@ -19,7 +19,7 @@ use crate::{
     },
 };
 
-fn assert_made_by_proxy(r: &Reply, status: StatusCode, reason: &str) {
+pub fn assert_made_by_proxy(r: &Reply, status: StatusCode, reason: &str) {
     assert_eq!(r.status, status, "status for {reason}: {r:?}");
     assert_eq!(r.reason(), Some(reason), "x-skiff-reason: {r:?}");
     assert!(r.served_by().is_none(), "no upstream answered: {r:?}");

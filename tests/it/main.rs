@@ -17,6 +17,7 @@ mod malformed;
 mod metrics;
 mod redirect;
 mod reload;
+mod resilience;
 mod routing;
 mod sidecars;
 mod tcp;

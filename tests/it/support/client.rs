@@ -263,6 +263,11 @@ impl RawConn {
         self.stream.shutdown().await.expect("shutdown write side");
     }
 
+    /// Sends FIN if it still can; a peer that already reset the connection may refuse it.
+    pub async fn shutdown_write_lenient(&mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+
     /// Reads until `pattern` has arrived and returns everything up to and including it; the rest
     /// stays buffered. Panics on EOF or at the deadline.
     pub async fn read_until(&mut self, pattern: &[u8]) -> Vec<u8> {

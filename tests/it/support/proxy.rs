@@ -180,6 +180,36 @@ pub async fn run_version() -> std::process::Output {
         .expect("run skiff version")
 }
 
+/// Runs `skiff run --config` on `mesh_yaml`, which the test expects to be refused, and returns
+/// how it exited with what it wrote. Panics if it is still running after [`STEP`] (it took the
+/// file and started).
+pub async fn run_refused(mesh_yaml: &str) -> std::process::Output {
+    let dir = tempfile::Builder::new()
+        .prefix("skiff-it-")
+        .tempdir()
+        .expect("tempdir");
+    let mesh_path = dir.path().join("mesh.yaml");
+    std::fs::write(&mesh_path, mesh_yaml).expect("write mesh file");
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("run")
+        .arg("--config")
+        .arg(&mesh_path)
+        .args([
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--outbound-addr",
+            "127.0.0.1:0",
+            "--inbound-addr",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    within("skiff run on a file it should refuse", STEP, out)
+        .await
+        .expect("run skiff")
+}
+
 /// A running `skiff run --config ...`; killed when dropped.
 pub struct Proxy {
     child: Child,

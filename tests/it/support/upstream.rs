@@ -38,7 +38,7 @@ use tokio::{
 use super::{STEP, within};
 
 /// Aborts the server's accept loop, and with it its connections, when dropped.
-struct Task(JoinHandle<()>);
+pub(super) struct Task(pub(super) JoinHandle<()>);
 
 impl Drop for Task {
     fn drop(&mut self) {
@@ -46,14 +46,14 @@ impl Drop for Task {
     }
 }
 
-async fn bind() -> TcpListener {
+pub(super) async fn bind() -> TcpListener {
     TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0")
 }
 
 /// Accepts connections until dropped, running `serve` for each on a task owned by the loop.
-fn accept_loop<F, Fut>(listener: TcpListener, serve: F) -> Task
+pub(super) fn accept_loop<F, Fut>(listener: TcpListener, serve: F) -> Task
 where
     F: Fn(TcpStream, usize) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -222,13 +222,21 @@ impl HttpUpstream {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-async fn serve_http(
-    mut stream: TcpStream,
-    conn: usize,
-    cfg: Arc<HttpUpstreamBuilder>,
-    log: Arc<Log>,
-) {
+async fn serve_http(stream: TcpStream, conn: usize, cfg: Arc<HttpUpstreamBuilder>, log: Arc<Log>) {
     log.connections.fetch_add(1, Ordering::SeqCst);
+    serve_h1_or_h2c(stream, move |req| {
+        handle_http(req, conn, cfg.clone(), log.clone())
+    })
+    .await;
+}
+
+/// Serves one connection with `handle`: as h2c when it opens with the HTTP/2 preface (prior
+/// knowledge), else as HTTP/1.1. Returns when the connection ends.
+pub(super) async fn serve_h1_or_h2c<F, Fut>(mut stream: TcpStream, handle: F)
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response<UpstreamBody>, Infallible>> + Send + 'static,
+{
     // Read just enough to tell the h2 preface from an HTTP/1 request line.
     let mut head = vec![0u8; H2_PREFACE.len()];
     let mut n = 0;
@@ -247,7 +255,7 @@ async fn serve_http(
         prefix: Bytes::from(head),
         inner: stream,
     });
-    let svc = service_fn(move |req| handle_http(req, conn, cfg.clone(), log.clone()));
+    let svc = service_fn(handle);
     if is_h2 {
         let _ = http2::Builder::new(TokioExecutor::new())
             .serve_connection(io, svc)
@@ -257,7 +265,7 @@ async fn serve_http(
     }
 }
 
-type UpstreamBody = BoxBody<Bytes, Infallible>;
+pub(super) type UpstreamBody = BoxBody<Bytes, Infallible>;
 
 async fn handle_http(
     req: Request<hyper::body::Incoming>,
@@ -448,7 +456,8 @@ impl WsUpstream {
 }
 
 /// A tonic gRPC server implementing the demo `Echo` service: `unary` echoes (or fails with
-/// `fail_with`), `bidi` answers every message as it arrives.
+/// `fail_with`, or, when built with [`GrpcUpstreamBuilder::fail_first`], fails its first calls),
+/// `bidi` answers every message as it arrives.
 pub struct GrpcUpstream {
     addr: SocketAddr,
     calls: Arc<AtomicUsize>,
@@ -459,6 +468,8 @@ pub struct GrpcUpstream {
 struct EchoService {
     name: Arc<str>,
     calls: Arc<AtomicUsize>,
+    /// The first this-many calls fail with this code, whatever they ask for.
+    fail_first: Option<(usize, tonic::Code)>,
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<EchoReply, tonic::Status>> + Send + 'static>>;
@@ -469,8 +480,17 @@ impl Echo for EchoService {
         &self,
         req: tonic::Request<EchoRequest>,
     ) -> Result<tonic::Response<EchoReply>, tonic::Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let req = req.into_inner();
+        if let Some((k, code)) = self.fail_first
+            && call < k
+        {
+            // Before any message: tonic sends this as a trailers-only response.
+            return Err(tonic::Status::new(
+                code,
+                format!("failing call {} of the first {k}", call + 1),
+            ));
+        }
         if req.fail_with != 0 {
             return Err(tonic::Status::new(
                 tonic::Code::from(req.fail_with),
@@ -501,14 +521,28 @@ impl Echo for EchoService {
     }
 }
 
-impl GrpcUpstream {
-    pub async fn start(name: &str) -> GrpcUpstream {
+/// Options of a [`GrpcUpstream`].
+pub struct GrpcUpstreamBuilder {
+    name: String,
+    fail_first: Option<(usize, tonic::Code)>,
+}
+
+impl GrpcUpstreamBuilder {
+    /// Fails unary calls with `code` (trailers-only) while fewer than `k` calls (unary or bidi)
+    /// have arrived, then serves normally. Default: never.
+    pub fn fail_first(mut self, k: usize, code: tonic::Code) -> Self {
+        self.fail_first = Some((k, code));
+        self
+    }
+
+    pub async fn start(self) -> GrpcUpstream {
         let listener = bind().await;
         let addr = listener.local_addr().expect("bound address");
         let calls = Arc::new(AtomicUsize::new(0));
         let svc = EchoService {
-            name: Arc::from(name),
+            name: Arc::from(self.name.as_str()),
             calls: calls.clone(),
+            fail_first: self.fail_first,
         };
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let task = Task(tokio::spawn(async move {
@@ -522,6 +556,19 @@ impl GrpcUpstream {
             calls,
             _task: task,
         }
+    }
+}
+
+impl GrpcUpstream {
+    pub fn builder(name: &str) -> GrpcUpstreamBuilder {
+        GrpcUpstreamBuilder {
+            name: name.to_owned(),
+            fail_first: None,
+        }
+    }
+
+    pub async fn start(name: &str) -> GrpcUpstream {
+        GrpcUpstream::builder(name).start().await
     }
 
     pub fn addr(&self) -> SocketAddr {
