@@ -14,8 +14,6 @@ use std::{
 use rand::RngExt;
 use skiff_api::model::LoadBalancer;
 
-use crate::resilience::Tried;
-
 /// RTT assumed for an endpoint nothing has been measured on yet.
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
 /// Time constant of the moving average: a sample's weight halves in about 7 s.
@@ -25,6 +23,26 @@ const DECAY: Duration = Duration::from_secs(10);
 pub enum BalanceError {
     #[error("service {service} has no endpoint to try")]
     NoHealthyEndpoints { service: Arc<str> },
+}
+
+/// Endpoints already tried by this request, by index in the cluster's set (the first 64).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tried(u64);
+
+impl Tried {
+    pub fn contains(self, index: usize) -> bool {
+        index < 64 && self.0 & (1 << index) != 0
+    }
+
+    pub fn add(&mut self, index: usize) {
+        if index < 64 {
+            self.0 |= 1 << index;
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
 }
 
 /// Nanoseconds since the first call: the one clock of load samples and ejections.

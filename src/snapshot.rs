@@ -103,11 +103,13 @@ pub struct CompileContext<'a> {
 }
 
 type ServiceKey = (String, String);
+/// An endpoint and its connections, as one snapshot hands them to the next.
+type Paired = (Arc<Endpoint>, Arc<EndpointPool>);
 
 /// What a new snapshot takes over from the previous one.
 #[derive(Default)]
 struct Carry {
-    endpoints: HashMap<(String, String, SocketAddr), (Arc<Endpoint>, Arc<EndpointPool>)>,
+    endpoints: HashMap<(String, String, SocketAddr), Paired>,
     used: HashMap<ServiceKey, Arc<AtomicBool>>,
     breakers: HashMap<ServiceKey, Arc<Counters>>,
     budgets: HashMap<ServiceKey, Arc<BudgetState>>,
@@ -409,7 +411,7 @@ pub fn single_cluster(
     addr: SocketAddr,
     settings: &Settings,
     resilience: &ResilienceMetrics,
-    carried: Option<(Arc<Endpoint>, Arc<EndpointPool>)>,
+    carried: Option<Paired>,
 ) -> Cluster {
     let (endpoint, pool) = carried.unwrap_or_else(|| {
         (

@@ -114,7 +114,9 @@ fn failed(e: &ProxyError, grpc: bool) -> Response<ProxyBody> {
     synthesize(e, grpc)
 }
 
-/// Where each attempt's request comes from.
+/// Where each attempt's request comes from. Lives once per request inside its (already boxed)
+/// future; boxing the larger variant would cost an allocation per request instead.
+#[allow(clippy::large_enum_variant)]
 enum RequestSource {
     /// The request streams once. A request the connection handed back unsent may go again,
     /// and so may a bodyless one, as a copy of its head.

@@ -6,52 +6,17 @@ use std::{future::Future, time::Duration};
 
 use tokio::time::Instant;
 
+pub use crate::balance::Tried;
+
 use super::{
     Backoff, Breaker, Budget, ClusterMetrics, ResilienceError, RetryPolicy,
     breaker::Guard,
-    policy::{Class, Condition},
+    policy::{Class, Condition, Failure},
 };
 
 /// Replays of a request the upstream provably did not process, beyond the policy's attempts.
 /// Concurrent requests racing a server's GOAWAY may each be refused on a connection or two.
 const MAX_UNPROCESSED: u32 = 4;
-
-/// How an attempt failed without a response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// Connecting to the endpoint failed or timed out.
-    ConnectFailure,
-    /// The upstream reset or closed before a complete response head.
-    Reset,
-    /// The upstream provably did not process the request (REFUSED_STREAM, a GOAWAY above its
-    /// stream, a pooled HTTP/1.1 connection that closed before the request was written).
-    Refused,
-    /// The per-try deadline passed.
-    Timeout,
-    /// The proxy's own refusal (no endpoint, a full breaker, a bad request): never retried and
-    /// never charged to an endpoint.
-    Local,
-}
-
-/// Endpoints already tried by this request, by index in the cluster's set (the first 64).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tried(u64);
-
-impl Tried {
-    pub fn contains(self, index: usize) -> bool {
-        index < 64 && self.0 & (1 << index) != 0
-    }
-
-    pub fn add(&mut self, index: usize) {
-        if index < 64 {
-            self.0 |= 1 << index;
-        }
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
 
 /// What one attempt is given.
 #[derive(Clone, Copy, Debug)]
@@ -190,7 +155,10 @@ impl<'a> RetryState<'a> {
             return None;
         }
         let c = listed?;
+        // gRPC calls are POSTs, but their retry conditions are theirs to list (DESIGN: the
+        // non-idempotent rule is for other requests).
         let safe = self.idempotent
+            || self.grpc
             || policy_left.is_some_and(|p| p.non_idempotent)
             || matches!(class, Class::Failed(Failure::ConnectFailure));
         safe.then_some(c)
@@ -386,6 +354,17 @@ mod tests {
         let allowed = policy(3, &[RetryOn::Status5xx], true);
         let mut s = RetryState::new(Some(&allowed), false, false);
         assert_eq!(s.decide(E503, true), Some(Condition::Status5xx));
+    }
+
+    #[test]
+    fn grpc_calls_are_not_held_to_the_non_idempotent_rule() {
+        let p = policy(3, &[RetryOn::Unavailable], false);
+        let mut s = RetryState::new(Some(&p), false, true);
+        let unavailable = Class::Response {
+            status: 200,
+            grpc: Some(14),
+        };
+        assert_eq!(s.decide(unavailable, true), Some(Condition::Unavailable));
     }
 
     #[test]

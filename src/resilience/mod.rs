@@ -17,7 +17,7 @@ mod replay;
 use std::{sync::Arc, time::Duration};
 
 pub use attempts::{
-    Attempt, AttemptCx, Failure, Finished, Outcome, Plan, Reply, RetryState, Tried, run,
+    Attempt, AttemptCx, Finished, Outcome, Plan, Reply, RetryState, Tried, run,
 };
 pub use backoff::Backoff;
 pub use breaker::{Breaker, BreakerLimits, ConnGuard, Counters, Guard, Overflow, Threshold};
@@ -25,7 +25,7 @@ pub use budget::{Budget, BudgetState};
 pub use fault::{Abort, FaultPolicy};
 pub use metrics::{ClusterMetrics, FaultStats, ResilienceMetrics};
 pub use outlier::OutlierPolicy;
-pub use policy::{Condition, RetryPolicy, is_idempotent};
+pub use policy::{Condition, Failure, RetryPolicy, is_idempotent};
 pub use ratelimit::{Bucket, RateLimiter};
 pub use replay::ReplayBody;
 

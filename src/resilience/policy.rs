@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use skiff_api::model::{self, RetryOn};
 
-use super::{Backoff, attempts::Failure};
+use super::Backoff;
 
 /// A `retryOn` token, or `Unprocessed`: a request the upstream provably never processed, which
 /// goes again whatever the policy says.
@@ -63,6 +63,23 @@ impl Condition {
             RetryOn::Unavailable => Condition::Unavailable,
         }
     }
+}
+
+/// How an attempt failed without a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Connecting to the endpoint failed or timed out.
+    ConnectFailure,
+    /// The upstream reset or closed before a complete response head.
+    Reset,
+    /// The upstream provably did not process the request (REFUSED_STREAM, a GOAWAY above its
+    /// stream, a pooled HTTP/1.1 connection that closed before the request was written).
+    Refused,
+    /// The per-try deadline passed.
+    Timeout,
+    /// The proxy's own refusal (no endpoint, a full breaker, a bad request): never retried and
+    /// never charged to an endpoint.
+    Local,
 }
 
 /// What an attempt came back with, as far as retrying is concerned.

@@ -138,7 +138,7 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.lock().hint.clone()
+        self.lock().hint
     }
 }
 
