@@ -4,10 +4,23 @@
 # single: outbound on LISTEN -> UPSTREAM.  client: outbound on LISTEN -> workload "server"
 # (inbound at MID).  server: inbound (workload "server") on LISTEN -> app UPSTREAM.
 # Upstream nginx speaks HTTP/1.1 only, so the service says protocol: http1 (h2c clients too).
+# SKIFF_BIN picks the binary (a base build and the new one can be two targets of one run);
+# SKIFF_BENCH_POLICY=1 puts a retry policy, a retry budget, a circuit breaker, outlier
+# detection and timeouts on the single hop's service and route (present, never triggered).
 set -eu
 listen=$1 upstream=$2 workdir=$3 admin=$4 aux=$5 hop=$6 mid=$7
 bin=${SKIFF_BIN:-./target/release/skiff}
 mesh=$workdir/mesh.yaml
+policy=""
+if [ "${SKIFF_BENCH_POLICY:-0}" = 1 ]; then
+  policy='    circuitBreaker: { maxConnections: 10000, maxPendingRequests: 10000, maxRequests: 10000, maxRetries: 100 }
+    outlierDetection: { consecutiveErrors: 5 }
+    retryBudget: { ratio: 0.2, minRetriesPerSecond: 10 }
+    routes:
+      - name: all
+        timeouts: { request: 10s, backendRequest: 5s }
+        retry: { attempts: 3, retryOn: [5xx, reset, connect-failure] }'
+fi
 case $hop in
   single)
     cat >"$mesh" <<YAML
@@ -16,6 +29,7 @@ services:
     hosts: ["*"]
     protocol: http1
     endpoints: [ { address: 127.0.0.1:$upstream } ]
+$policy
 YAML
     exec "$bin" run --config "$mesh" --log warn --admin-addr 127.0.0.1:$admin \
       --outbound-addr 127.0.0.1:$listen --inbound-addr 127.0.0.1:$aux ;;

@@ -254,7 +254,7 @@ fn config_dump(state: &State) -> Value {
         "trustDomain": &snap.trust_domain,
         "inbound": inbound,
         "services": services,
-        "xds": state.xds_status().map(|x| json!(&*x)),
+        "xds": state.xds_status().as_deref().cloned(),
         "onDemand": state.on_demand().map(|od| {
             od.lookups()
                 .into_iter()

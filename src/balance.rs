@@ -137,6 +137,7 @@ impl Health {
     /// Puts the endpoint back in service (outlier detection turned off).
     pub fn reset(&self) {
         self.consecutive.store(0, Ordering::Relaxed);
+        self.ejections.store(0, Ordering::Relaxed);
         self.ejected_until.store(0, Ordering::Relaxed);
         self.probing.store(false, Ordering::Relaxed);
     }

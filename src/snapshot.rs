@@ -499,9 +499,7 @@ fn compile_cluster(
         }
     }
     let endpoints = EndpointSet::new(name.clone(), svc.load_balancer, endpoints);
-    if outlier.is_some() {
-        metrics.set_ejected(endpoints.ejected());
-    }
+    metrics.set_ejected(endpoints.ejected());
     let counters = carry.breakers.get(&key).cloned().unwrap_or_default();
     Ok(Cluster {
         name: name.clone(),

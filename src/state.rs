@@ -19,7 +19,6 @@ use crate::{
     resilience::ResilienceMetrics,
     snapshot::Snapshot,
     telemetry::{DetectStats, Direction, LogControl, Metrics, RouteStats, TcpStats},
-    xds_client::XdsStatus,
 };
 
 /// The addresses the listeners actually bound.
@@ -56,7 +55,8 @@ pub struct State {
     /// xDS mode: outbound services fetched when first addressed.
     on_demand: OnceLock<Arc<OnDemand>>,
     /// xDS mode: the discovery stream's state, for `/config_dump`.
-    xds: ArcSwapOption<XdsStatus>,
+    /// Rendered by the xDS client, which owns its shape (state knows no xDS types).
+    xds: ArcSwapOption<serde_json::Value>,
 }
 
 impl State {
@@ -157,11 +157,11 @@ impl State {
         self.on_demand.get()
     }
 
-    pub fn set_xds_status(&self, status: XdsStatus) {
+    pub fn set_xds_status(&self, status: serde_json::Value) {
         self.xds.store(Some(Arc::new(status)));
     }
 
-    pub fn xds_status(&self) -> Option<Arc<XdsStatus>> {
+    pub fn xds_status(&self) -> Option<Arc<serde_json::Value>> {
         self.xds.load_full()
     }
 

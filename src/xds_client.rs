@@ -82,6 +82,13 @@ pub struct XdsStatus {
     pub last_nack: Option<Nack>,
 }
 
+impl XdsStatus {
+    /// As `/config_dump` prints it.
+    pub fn render(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// The last response refused, in whole or in part.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -297,7 +304,7 @@ pub async fn run(cfg: XdsConfig, state: Arc<State>, applied: watch::Sender<bool>
         }
         held.connected = false;
         state.metrics.xds_connected.set(0);
-        state.set_xds_status(held.status(&cfg));
+        state.set_xds_status(held.status(&cfg).render());
         tokio::time::sleep(backoff.next_wait()).await;
     }
 }
@@ -358,7 +365,7 @@ impl Client<'_> {
         info!(url = %cfg.url, "control-plane stream open");
         held.connected = true;
         self.state.metrics.xds_connected.set(1);
-        self.state.set_xds_status(held.status(cfg));
+        self.state.set_xds_status(held.status(cfg).render());
         let period = (cfg.idle_timeout / IDLE_SWEEPS).max(Duration::from_millis(100));
         let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -395,7 +402,7 @@ impl Client<'_> {
                 .metrics
                 .xds_services
                 .set(i64::try_from(held.received.services.len()).unwrap_or(i64::MAX));
-            self.state.set_xds_status(held.status(cfg));
+            self.state.set_xds_status(held.status(cfg).render());
         }
     }
 

@@ -117,8 +117,8 @@ pub struct RetryState<'a> {
     policy: Option<&'a RetryPolicy>,
     idempotent: bool,
     grpc: bool,
-    /// Attempts made so far, every kind.
-    made: u32,
+    /// Retries the policy made so far.
+    policy_retries: u32,
     /// Replays of unprocessed requests outside the policy.
     unprocessed: u32,
 }
@@ -129,7 +129,7 @@ impl<'a> RetryState<'a> {
             policy,
             idempotent,
             grpc,
-            made: 0,
+            policy_retries: 0,
             unprocessed: 0,
         }
     }
@@ -137,15 +137,16 @@ impl<'a> RetryState<'a> {
     /// The condition under which the request goes again, if it does. `can_replay`: the body
     /// can be sent once more.
     pub fn decide(&mut self, class: Class, can_replay: bool) -> Option<Condition> {
-        self.made += 1;
         if !can_replay {
             return None;
         }
-        let policy_left = self.policy.filter(|p| self.made < p.attempts);
+        // Attempts the policy still allows; unprocessed replays do not spend them.
+        let policy_left = self.policy.filter(|p| self.policy_retries + 1 < p.attempts);
         let listed = policy_left.and_then(|p| p.matching(class, self.grpc));
         if let Class::Failed(Failure::Refused) = class {
             // Always safe: nothing reached the application.
             if let Some(c) = listed {
+                self.policy_retries += 1;
                 return Some(c);
             }
             if self.unprocessed < MAX_UNPROCESSED {
@@ -161,6 +162,9 @@ impl<'a> RetryState<'a> {
             || self.grpc
             || policy_left.is_some_and(|p| p.non_idempotent)
             || matches!(class, Class::Failed(Failure::ConnectFailure));
+        if safe {
+            self.policy_retries += 1;
+        }
         safe.then_some(c)
     }
 
@@ -346,8 +350,8 @@ mod tests {
         );
         assert_eq!(
             s.decide(Class::Failed(Failure::Refused), true),
-            Some(Condition::Status5xx),
-            "a refused stream is always safe"
+            Some(Condition::Unprocessed),
+            "a refused stream is always safe, and not the policy's to count"
         );
         let mut s = RetryState::new(Some(&p), false, false);
         assert_eq!(s.decide(Class::Failed(Failure::Reset), true), None);
@@ -373,6 +377,20 @@ mod tests {
         let mut s = RetryState::new(Some(&p), true, false);
         assert_eq!(s.decide(E503, false), None);
         assert_eq!(s.decide(Class::Failed(Failure::Refused), false), None);
+    }
+
+    #[test]
+    fn unprocessed_replays_leave_the_policy_attempts_alone() {
+        let p = policy(2, &[RetryOn::Status5xx], false);
+        let mut s = RetryState::new(Some(&p), true, false);
+        let refused = Class::Failed(Failure::Refused);
+        assert_eq!(s.decide(refused, true), Some(Condition::Unprocessed));
+        assert_eq!(s.decide(E503, true), Some(Condition::Status5xx));
+        assert_eq!(s.decide(E503, true), None, "2 attempts of the policy made");
+        let listed = policy(2, &[RetryOn::RefusedStream], false);
+        let mut s = RetryState::new(Some(&listed), false, false);
+        assert_eq!(s.decide(refused, true), Some(Condition::RefusedStream));
+        assert_eq!(s.decide(refused, true), Some(Condition::Unprocessed));
     }
 
     #[test]

@@ -178,6 +178,11 @@ impl ClusterMetrics {
         self.families.ejected.get_or_create(&labels).inc();
     }
 
+    /// A failed probe sent an ejected endpoint out again (the gauge already counts it).
+    pub fn reejected(&self) {
+        self.families.ejections.get_or_create(&self.service()).inc();
+    }
+
     pub fn readmitted(&self) {
         self.families.ejected.get_or_create(&self.service()).dec();
     }

@@ -16,9 +16,7 @@ mod replay;
 
 use std::{sync::Arc, time::Duration};
 
-pub use attempts::{
-    Attempt, AttemptCx, Finished, Outcome, Plan, Reply, RetryState, Tried, run,
-};
+pub use attempts::{Attempt, AttemptCx, Finished, Outcome, Plan, Reply, RetryState, Tried, run};
 pub use backoff::Backoff;
 pub use breaker::{Breaker, BreakerLimits, ConnGuard, Counters, Guard, Overflow, Threshold};
 pub use budget::{Budget, BudgetState};

@@ -67,6 +67,7 @@ impl OutlierPolicy {
             let ejections = h.ejections.fetch_add(1, Ordering::Relaxed) + 1;
             let until = now.saturating_add(nanos(self.ejection_time(ejections)));
             h.ejected_until.store(until, Ordering::Relaxed);
+            metrics.reejected();
             return;
         }
         let in_a_row = h.consecutive.fetch_add(1, Ordering::Relaxed) + 1;

@@ -149,9 +149,8 @@ impl RetryPolicy {
                 &[C::ConnectFailure, C::GatewayError, C::Status5xx]
             }
             Class::Failed(Failure::Reset) => &[C::Reset, C::GatewayError, C::Status5xx],
-            Class::Failed(Failure::Refused) => {
-                &[C::RefusedStream, C::Reset, C::GatewayError, C::Status5xx]
-            }
+            // Only its own token: otherwise a refused request goes again as `Unprocessed`.
+            Class::Failed(Failure::Refused) => &[C::RefusedStream],
             Class::Failed(Failure::Timeout) => &[C::GatewayError, C::Status5xx],
             Class::Failed(Failure::Local) => &[],
             Class::Response { status, grpc } => {
@@ -214,12 +213,8 @@ mod tests {
         assert_eq!(p.matching(rsp(500), false), Some(Condition::Status5xx));
         assert_eq!(p.matching(rsp(404), false), None);
         assert_eq!(p.matching(rsp(200), false), None);
-        for f in [
-            Failure::ConnectFailure,
-            Failure::Reset,
-            Failure::Timeout,
-            Failure::Refused,
-        ] {
+        assert_eq!(p.matching(Class::Failed(Failure::Refused), false), None);
+        for f in [Failure::ConnectFailure, Failure::Reset, Failure::Timeout] {
             assert_eq!(
                 p.matching(Class::Failed(f), false),
                 Some(Condition::Status5xx),
