@@ -124,9 +124,11 @@ enum RequestSource {
         req: Option<Request<UpstreamBody>>,
         head: Option<Parts>,
     },
-    /// The route retries and the body fits its cap: every attempt replays it.
+    /// The route retries and the body fits its cap: every attempt replays it. The first
+    /// takes the original head, later ones a copy.
     Replay {
-        head: Parts,
+        first: Option<Parts>,
+        copy: Parts,
         body: ReplayBody<Incoming>,
     },
 }
@@ -153,7 +155,8 @@ impl RequestSource {
                 let hint = body.size_hint();
                 let cap = usize::try_from(p.max_body_bytes).unwrap_or(usize::MAX);
                 RequestSource::Replay {
-                    head: parts,
+                    copy: clone_head(&parts),
+                    first: Some(parts),
                     body: ReplayBody::new(body, hint, cap),
                 }
             }
@@ -170,9 +173,11 @@ impl RequestSource {
                 head.as_ref()
                     .map(|h| Request::from_parts(clone_head(h), UpstreamBody::Empty))
             }),
-            RequestSource::Replay { head, body } => body
-                .replay()
-                .map(|b| Request::from_parts(clone_head(head), UpstreamBody::Replay(b))),
+            RequestSource::Replay { first, copy, body } => {
+                let b = body.replay()?;
+                let head = first.take().unwrap_or_else(|| clone_head(copy));
+                Some(Request::from_parts(head, UpstreamBody::Replay(b)))
+            }
         }
     }
 
@@ -191,14 +196,16 @@ impl RequestSource {
     }
 }
 
-/// A copy of a request head.
+/// A copy of a request head for a later attempt. Extensions stay with the original (the first
+/// attempt): hyper keeps the client's header case there, and copying that map on every
+/// request a policy might retry cost more than the rest of the policy together. A retried
+/// HTTP/1.1 attempt therefore sends header names in lowercase.
 fn clone_head(parts: &Parts) -> Parts {
     let mut head = Request::new(());
     *head.method_mut() = parts.method.clone();
     *head.uri_mut() = parts.uri.clone();
     *head.version_mut() = parts.version;
     *head.headers_mut() = parts.headers.clone();
-    *head.extensions_mut() = parts.extensions.clone();
     head.into_parts().0
 }
 
