@@ -7,7 +7,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -23,7 +23,7 @@ use crate::{
     bootstrap::Settings,
     cluster::Cluster,
     resilience::{
-        Breaker, BreakerLimits, Budget, BudgetState, Counters, OutlierPolicy, RateLimiter,
+        Breaker, BreakerLimits, Bucket, Budget, BudgetState, Counters, OutlierPolicy, RateLimiter,
         ResilienceMetrics,
     },
     route::{CompileError, Route, Table},
@@ -113,7 +113,8 @@ struct Carry {
     used: HashMap<ServiceKey, Arc<AtomicBool>>,
     breakers: HashMap<ServiceKey, Arc<Counters>>,
     budgets: HashMap<ServiceKey, Arc<BudgetState>>,
-    bucket: Option<(String, Arc<std::sync::Mutex<crate::resilience::Bucket>>)>,
+    /// The workload's rate-limit bucket, by `namespace/name`.
+    bucket: Option<(String, Arc<Mutex<Bucket>>)>,
 }
 
 /// A service left out of a leniently compiled snapshot: its `namespace/name` and why.
