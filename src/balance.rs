@@ -39,10 +39,6 @@ impl Tried {
             self.0 |= 1 << index;
         }
     }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
 }
 
 /// Nanoseconds since the first call: the one clock of load samples and ejections.

@@ -154,10 +154,6 @@ impl EndpointPool {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }

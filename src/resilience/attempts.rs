@@ -403,7 +403,7 @@ mod tests {
     #[test]
     fn tried_set() {
         let mut t = Tried::default();
-        assert!(t.is_empty());
+        assert_eq!(t, Tried::default());
         t.add(3);
         t.add(70);
         assert!(t.contains(3));
