@@ -45,6 +45,15 @@ pub enum ConnectError {
     Overflow(#[from] Overflow),
 }
 
+impl ConnectError {
+    fn handshake(addr: SocketAddr, e: hyper::Error) -> Self {
+        ConnectError::Handshake {
+            addr,
+            source: Arc::new(e),
+        }
+    }
+}
+
 /// Why a request could not reach an upstream or came back broken.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -227,10 +236,7 @@ impl EndpointPool {
             .preserve_header_case(true)
             .handshake(TokioIo::new(tcp))
             .await
-            .map_err(|e| ConnectError::Handshake {
-                addr,
-                source: Arc::new(e),
-            })?;
+            .map_err(|e| ConnectError::handshake(addr, e))?;
         tokio::spawn(async move {
             let _counted = guard;
             let res = if upgrades {
@@ -309,10 +315,7 @@ impl EndpointPool {
             .adaptive_window(true)
             .handshake(TokioIo::new(tcp))
             .await
-            .map_err(|e| ConnectError::Handshake {
-                addr,
-                source: Arc::new(e),
-            })?;
+            .map_err(|e| ConnectError::handshake(addr, e))?;
         tokio::spawn(async move {
             let _counted = guard;
             if let Err(e) = conn.await {

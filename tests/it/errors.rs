@@ -9,13 +9,11 @@ use skiff_xds::pb::EchoRequest;
 use tonic::Code;
 
 use crate::{
-    grpc::grpc_client,
+    grpc::{grpc_client, skiff_reason, unary_fails},
     support::{
-        STEP,
         client::{self, H2Conn, Reply},
         proxy::Proxy,
         upstream::{BlackHole, DropMode, DropServer, HttpUpstream, closed_port},
-        within,
     },
 };
 
@@ -229,25 +227,9 @@ async fn grpc_errors_are_trailers_only_with_grpc_status() {
 
     // Through tonic: the status code and the token in its metadata.
     let mut client = grpc_client(proxy.outbound, "echo").await;
-    let status = within(
-        "unary",
-        STEP,
-        client.unary(EchoRequest {
-            message: "x".into(),
-            fail_with: 0,
-        }),
-    )
-    .await
-    .expect_err("nothing to connect to");
+    let status = unary_fails(&mut client, "nothing to connect to").await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(
-        status
-            .metadata()
-            .get("x-skiff-reason")
-            .and_then(|v| v.to_str().ok()),
-        Some("connect-failed"),
-        "{status:?}"
-    );
+    assert_eq!(skiff_reason(&status), Some("connect-failed"), "{status:?}");
 }
 
 #[tokio::test]

@@ -36,6 +36,28 @@ pub async fn grpc_client(proxy_addr: SocketAddr, authority: &str) -> EchoClient<
     EchoClient::new(channel)
 }
 
+/// One unary call that must fail (`why` says why it should); the status it failed with.
+pub async fn unary_fails(client: &mut EchoClient<Channel>, why: &str) -> tonic::Status {
+    within(
+        "unary",
+        STEP,
+        client.unary(EchoRequest {
+            message: "x".into(),
+            fail_with: 0,
+        }),
+    )
+    .await
+    .expect_err(why)
+}
+
+/// The `x-skiff-reason` token a status carries in its metadata.
+pub fn skiff_reason(status: &tonic::Status) -> Option<&str> {
+    status
+        .metadata()
+        .get("x-skiff-reason")
+        .and_then(|v| v.to_str().ok())
+}
+
 #[tokio::test]
 async fn unary_echo_and_status_codes_arrive_intact() {
     let echo = GrpcUpstream::start("echo-1").await;

@@ -5,18 +5,16 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use skiff_xds::pb::EchoRequest;
 use tonic::Code;
 
 use super::load;
 use crate::{
     errors::assert_made_by_proxy,
-    grpc::grpc_client,
+    grpc::{grpc_client, skiff_reason, unary_fails},
     support::{
-        STEP, client,
+        client,
         proxy::Proxy,
         upstream::{GrpcUpstream, HttpUpstream},
-        within,
     },
 };
 
@@ -120,25 +118,9 @@ services:
 
     let mut client = grpc_client(proxy.outbound, "echo").await;
     for _ in 0..2 {
-        let status = within(
-            "unary",
-            STEP,
-            client.unary(EchoRequest {
-                message: "x".into(),
-                fail_with: 0,
-            }),
-        )
-        .await
-        .expect_err("aborted by the fault");
+        let status = unary_fails(&mut client, "aborted by the fault").await;
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-        assert_eq!(
-            status
-                .metadata()
-                .get("x-skiff-reason")
-                .and_then(|v| v.to_str().ok()),
-            Some("fault-injected"),
-            "{status:?}"
-        );
+        assert_eq!(skiff_reason(&status), Some("fault-injected"), "{status:?}");
     }
     assert_eq!(echo.calls(), 0, "no call reached the server");
     assert_eq!(fault_sum(&proxy, "echo", "abort").await, 2.0);

@@ -99,8 +99,8 @@ async fn fail_until_ejected(proxy: &Proxy, bad: &FlakyUpstream) {
     .await;
 }
 
-#[tokio::test]
-async fn failing_endpoint_is_ejected_then_readmitted_once_it_recovers() {
+/// Two healthy upstreams and one answering 500 to everything (until switched).
+async fn two_good_one_failing() -> (FlakyUpstream, FlakyUpstream, FlakyUpstream) {
     let good1 = FlakyUpstream::builder("good-1").start().await;
     let good2 = FlakyUpstream::builder("good-2").start().await;
     let bad = FlakyUpstream::builder("bad")
@@ -108,6 +108,12 @@ async fn failing_endpoint_is_ejected_then_readmitted_once_it_recovers() {
         .always_fail()
         .start()
         .await;
+    (good1, good2, bad)
+}
+
+#[tokio::test]
+async fn failing_endpoint_is_ejected_then_readmitted_once_it_recovers() {
+    let (good1, good2, bad) = two_good_one_failing().await;
     let addrs = [good1.addr(), good2.addr(), bad.addr()];
     let proxy = Proxy::start(&mesh(&addrs, OUTLIER, "")).await;
 
@@ -180,13 +186,7 @@ async fn failing_endpoint_is_ejected_then_readmitted_once_it_recovers() {
 
 #[tokio::test]
 async fn ejection_survives_an_unrelated_config_push() {
-    let good1 = FlakyUpstream::builder("good-1").start().await;
-    let good2 = FlakyUpstream::builder("good-2").start().await;
-    let bad = FlakyUpstream::builder("bad")
-        .fail_status(StatusCode::INTERNAL_SERVER_ERROR)
-        .always_fail()
-        .start()
-        .await;
+    let (good1, good2, bad) = two_good_one_failing().await;
     let addrs = [good1.addr(), good2.addr(), bad.addr()];
     // A 30 s ejection: nothing here may depend on how fast this box reloads.
     let outlier =
