@@ -121,6 +121,7 @@ fn endpoint_json(e: &Endpoint) -> Value {
     json!({
         "address": e.addr.to_string(),
         "workload": e.workload.as_deref(),
+        "identity": e.identity.as_deref(),
         "inFlight": e.load.in_flight(),
         "ewmaMs": (e.load.ewma_ms() * 1000.0).round() / 1000.0,
         "consecutiveErrors": e.health.consecutive.load(Relaxed),

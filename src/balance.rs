@@ -145,15 +145,18 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// The workload it stands for, when it is a meshed workload.
     pub workload: Option<Arc<str>>,
+    /// The SPIFFE ID to expect from it (mesh mTLS); `None`: unmeshed, plaintext.
+    pub identity: Option<Arc<str>>,
     pub load: Load,
     pub health: Health,
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, workload: Option<Arc<str>>) -> Self {
+    pub fn new(addr: SocketAddr, workload: Option<Arc<str>>, identity: Option<Arc<str>>) -> Self {
         Endpoint {
             addr,
             workload,
+            identity,
             load: Load::default(),
             health: Health::default(),
         }
@@ -360,7 +363,7 @@ mod tests {
         let eps = (0..n)
             .map(|i| {
                 let addr = SocketAddr::from(([127, 0, 0, 1], 1000 + i));
-                Arc::new(Endpoint::new(addr, None))
+                Arc::new(Endpoint::new(addr, None, None))
             })
             .collect();
         EndpointSet::new("svc".into(), kind, eps)

@@ -169,7 +169,7 @@ impl Snapshot {
 
         let mut clusters: HashMap<(String, String), Arc<Cluster>> = HashMap::new();
         for (i, svc) in mesh.services.iter().enumerate() {
-            match compile_cluster(i, svc, &workloads, cx, &carry) {
+            match compile_cluster(i, svc, &workloads, &mesh.mesh.trust_domain, cx, &carry) {
                 Ok(cluster) => {
                     clusters.insert((svc.name.clone(), svc.namespace.clone()), Arc::new(cluster));
                 }
@@ -416,7 +416,7 @@ pub fn single_cluster(
 ) -> Cluster {
     let (endpoint, pool) = carried.unwrap_or_else(|| {
         (
-            Arc::new(Endpoint::new(addr, None)),
+            Arc::new(Endpoint::new(addr, None, None)),
             new_pool(addr, APP_CONNECT_TIMEOUT, settings),
         )
     });
@@ -447,6 +447,7 @@ fn compile_cluster(
     i: usize,
     svc: &model::Service,
     workloads: &HashMap<(&str, &str), &model::Workload>,
+    trust_domain: &str,
     cx: &CompileContext<'_>,
     carry: &Carry,
 ) -> Result<Cluster, SnapshotError> {
@@ -454,21 +455,32 @@ fn compile_cluster(
     let mut endpoints = Vec::with_capacity(svc.endpoints.len());
     let mut pools = Vec::with_capacity(svc.endpoints.len());
     for (j, ep) in svc.endpoints.iter().enumerate() {
-        let (addr, workload) = match (&ep.workload, ep.address) {
-            (Some(w), _) => {
+        // An address wins: a received workload endpoint whose Workload the proxy does not hold
+        // comes with the address and identity it resolved to.
+        let (addr, workload, identity) = match (&ep.workload, ep.address) {
+            (w, Some(a)) => (
+                a,
+                w.as_deref().map(Arc::<str>::from),
+                ep.identity.as_deref().map(Arc::<str>::from),
+            ),
+            (Some(w), None) => {
                 let ns = ep.namespace.as_deref().unwrap_or(&svc.namespace);
-                let listen = workloads
+                let found = workloads
                     .get(&(w.as_str(), ns))
-                    .and_then(|wl| wl.inbound.as_ref())
-                    .map(|ib| ib.listen);
-                let addr = listen.ok_or_else(|| SnapshotError::EndpointWorkload {
-                    path: format!("services[{i}].endpoints[{j}].workload"),
-                    name: w.clone(),
-                    namespace: ns.to_owned(),
-                })?;
-                (addr, Some(Arc::<str>::from(w.as_str())))
+                    .and_then(|wl| Some((wl, wl.inbound.as_ref()?.listen)));
+                let Some((wl, addr)) = found else {
+                    return Err(SnapshotError::EndpointWorkload {
+                        path: format!("services[{i}].endpoints[{j}].workload"),
+                        name: w.clone(),
+                        namespace: ns.to_owned(),
+                    });
+                };
+                (
+                    addr,
+                    Some(Arc::<str>::from(w.as_str())),
+                    Some(Arc::<str>::from(wl.spiffe_id(trust_domain))),
+                )
             }
-            (None, Some(a)) => (a, None),
             (None, None) => {
                 return Err(SnapshotError::EmptyEndpoint {
                     path: format!("services[{i}].endpoints[{j}]"),
@@ -478,11 +490,15 @@ fn compile_cluster(
         let kept = carry
             .endpoints
             .get(&(svc.name.clone(), svc.namespace.clone(), addr))
-            .filter(|(e, pool)| pool.connect_timeout() == connect_timeout && e.workload == workload)
+            .filter(|(e, pool)| {
+                pool.connect_timeout() == connect_timeout
+                    && e.workload == workload
+                    && e.identity == identity
+            })
             .cloned();
         let (endpoint, pool) = kept.unwrap_or_else(|| {
             (
-                Arc::new(Endpoint::new(addr, workload)),
+                Arc::new(Endpoint::new(addr, workload, identity)),
                 new_pool(addr, connect_timeout, cx.settings),
             )
         });

@@ -110,6 +110,7 @@ mod tests {
                 Arc::new(Endpoint::new(
                     SocketAddr::from(([127, 0, 0, 1], 1000 + i)),
                     None,
+                    None,
                 ))
             })
             .collect();

@@ -31,6 +31,10 @@ pub struct MeshSettings {
     /// Trace sampling. Default: unset (the `OTEL_TRACES_SAMPLER_ARG` variable, else 1.0).
     #[serde(default)]
     pub tracing: Option<TracingSettings>,
+    /// The mesh CA's trust anchors (DER), filled in by a control plane with a CA; never
+    /// written in a mesh file.
+    #[serde(skip)]
+    pub trust_anchors: Vec<Vec<u8>>,
 }
 
 impl Default for MeshSettings {
@@ -38,6 +42,7 @@ impl Default for MeshSettings {
         MeshSettings {
             trust_domain: default_trust_domain(),
             tracing: None,
+            trust_anchors: Vec::new(),
         }
     }
 }
@@ -428,12 +433,24 @@ pub struct AuthorizationPolicy {
     /// Default: `allow`.
     #[serde(default)]
     pub action: AuthzAction,
-    /// SPIFFE IDs; omitted = any peer.
+    /// Peers: SPIFFE IDs, `spiffe://<td>/ns/<ns>/*` (any identity of a namespace),
+    /// `spiffe://<td>/*` (any of the trust domain) or `unauthenticated`; omitted = any peer.
     #[serde(default)]
     pub from: Vec<String>,
     /// Omitted = any request.
     #[serde(default)]
     pub to: Vec<AuthzRule>,
+    /// Default: `enforce`. `audit`: decided, logged and counted, never enforced.
+    #[serde(default)]
+    pub mode: AuthzMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthzMode {
+    #[default]
+    Enforce,
+    Audit,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -452,6 +469,9 @@ pub struct AuthzRule {
     /// `/x/*` matches `/x/` and below; without `*` a path matches exactly.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// The app ports the connection was for; omitted = any.
+    #[serde(default)]
+    pub ports: Vec<u16>,
 }
 
 fn default_trust_domain() -> String {

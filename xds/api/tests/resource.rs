@@ -397,10 +397,12 @@ fn a_proxy_holding_only_services_gets_resolved_endpoints() {
     assert_eq!(rebuilt.mesh, model::MeshSettings::default());
     assert_eq!(rebuilt.services.len(), 1);
     let eps = &rebuilt.services[0].endpoints;
-    // reviews-v1 is not held: its endpoint is the address and identity it resolved to.
+    // reviews-v1 is not held: its endpoint is the address and identity it resolved to,
+    // still named by its workload (for `/config_dump` and the identity's owner).
     assert_eq!(
         eps[0],
         model::Endpoint {
+            workload: Some("reviews-v1".to_owned()),
             address: Some("127.0.0.1:16006".parse().expect("an address")),
             identity: Some("spiffe://cluster.local/ns/default/sa/reviews".to_owned()),
             ..model::Endpoint::default()
@@ -839,6 +841,7 @@ fn rule_violations_are_named_within_the_resource() {
         tracing: Some(pb::TracingSettings {
             sampling: Some(f64::NAN),
         }),
+        trust_anchors: Vec::new(),
     };
     let e = refused(&envelope(Kind::MeshSettings, MESH_SETTINGS_NAME, &settings));
     assert_eq!(fields(&e.error)[0].0, "tracing.sampling");

@@ -288,20 +288,42 @@ pub(super) fn check_spiffe_id(w: &model::Workload, spiffe: &str) -> Result<(), F
 }
 
 pub(super) fn authorization(m: pb::Authorization) -> Shape<model::AuthorizationPolicy> {
+    let to_at = FieldPath::root("to");
+    let to =
+        m.to.into_iter()
+            .enumerate()
+            .map(|(r, rule)| {
+                let ports_at = to_at.index(r).key("ports");
+                let ports = rule
+                    .ports
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &port)| {
+                        u16::try_from(port).map_err(|_| {
+                            ports_at
+                                .index(p)
+                                .error(format!("must be a port from 1 to 65535, got {port}"))
+                        })
+                    })
+                    .collect::<Shape<Vec<u16>>>()?;
+                Ok(model::AuthzRule {
+                    methods: rule.methods,
+                    paths: rule.paths,
+                    ports,
+                })
+            })
+            .collect::<Shape<Vec<_>>>()?;
     Ok(model::AuthorizationPolicy {
         action: authz_action(m.action, &FieldPath::root("action"))?,
+        mode: match known(m.mode, &FieldPath::root("mode"), "enforce or audit")? {
+            pb::AuthzMode::Enforce => model::AuthzMode::Enforce,
+            pb::AuthzMode::Audit => model::AuthzMode::Audit,
+        },
         name: m.name,
         namespace: m.namespace,
         target: m.target,
         from: m.from,
-        to: m
-            .to
-            .into_iter()
-            .map(|rule| model::AuthzRule {
-                methods: rule.methods,
-                paths: rule.paths,
-            })
-            .collect(),
+        to,
     })
 }
 
@@ -311,6 +333,7 @@ pub(super) fn mesh_settings(m: pb::MeshSettings) -> Shape<model::MeshSettings> {
         tracing: m.tracing.map(|t| model::TracingSettings {
             sampling: t.sampling,
         }),
+        trust_anchors: m.trust_anchors,
     })
 }
 

@@ -191,8 +191,14 @@ pub(super) fn authorization(p: &model::AuthorizationPolicy) -> pb::Authorization
             .map(|rule| pb::AuthzRule {
                 methods: rule.methods.clone(),
                 paths: rule.paths.clone(),
+                ports: rule.ports.iter().map(|&p| u32::from(p)).collect(),
             })
             .collect(),
+        mode: match p.mode {
+            model::AuthzMode::Enforce => pb::AuthzMode::Enforce,
+            model::AuthzMode::Audit => pb::AuthzMode::Audit,
+        }
+        .into(),
     }
 }
 
@@ -202,6 +208,7 @@ pub(super) fn mesh_settings(settings: &model::MeshSettings) -> pb::MeshSettings 
         tracing: settings.tracing.as_ref().map(|t| pb::TracingSettings {
             sampling: t.sampling,
         }),
+        trust_anchors: settings.trust_anchors.clone(),
     }
 }
 

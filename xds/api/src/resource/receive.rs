@@ -318,8 +318,9 @@ impl Received {
     ///
     /// A workload endpoint stays a `workload:` reference when its Workload (with an inbound)
     /// is held too. Otherwise, as for a proxy that subscribed only to services, it becomes
-    /// the plain address it resolved to with the workload's identity: the same destination and
-    /// the same expected peer, which is all the outbound side uses.
+    /// the plain address it resolved to with the workload's identity, still naming the
+    /// workload: the same destination and the same expected peer, which is all the outbound
+    /// side uses (an endpoint with both `workload` and `address` means the address).
     ///
     /// The result is not meant for [`crate::validate::validate`]: routes may name services
     /// this set does not hold (a proxy holds only what it subscribed to).
@@ -360,8 +361,8 @@ impl Received {
             r.endpoint.clone()
         } else {
             model::Endpoint {
-                workload: None,
-                namespace: None,
+                workload: r.endpoint.workload.clone(),
+                namespace: r.endpoint.namespace.clone(),
                 address: Some(r.address),
                 identity: r.identity.clone(),
                 labels: r.endpoint.labels.clone(),
