@@ -1,4 +1,4 @@
-//! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config_dump` and `/logging`.
+//! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config_dump`, `/logging` and `/certs`.
 //! Runs beside the data plane; its own connections are not counted in proxy metrics.
 
 use std::{
@@ -22,6 +22,7 @@ use crate::{
     route::Route,
     snapshot::Snapshot,
     state::State,
+    tls::{MeshTls, certify::renewal_point},
 };
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -83,15 +84,16 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
             );
             rsp
         }
-        (&Method::GET, "/config_dump") => {
-            let body = serde_json::to_vec_pretty(&config_dump(state)).unwrap_or_default();
-            let mut rsp = text(StatusCode::OK, body);
-            rsp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            rsp
+        (&Method::GET, "/certs") => {
+            let Some(tls) = state.tls() else {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "no identity: run with --xds and --token-file to get a mesh certificate\n",
+                );
+            };
+            json(certs(tls))
         }
+        (&Method::GET, "/config_dump") => json(config_dump(state)),
         (&Method::GET, "/logging") => text(StatusCode::OK, format!("{}\n", state.logs.current())),
         (&Method::PUT | &Method::POST, "/logging") => {
             let body = match Limited::new(req.into_body(), 4096).collect().await {
@@ -104,12 +106,12 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 Err(e) => text(StatusCode::BAD_REQUEST, format!("invalid filter: {e}\n")),
             }
         }
-        (_, "/live" | "/ready" | "/metrics" | "/config_dump" | "/logging") => {
+        (_, "/live" | "/ready" | "/metrics" | "/config_dump" | "/logging" | "/certs") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready /live /metrics /config_dump /logging\n",
+            "not found; try /ready /live /metrics /config_dump /logging /certs\n",
         ),
     }
 }
@@ -137,6 +139,36 @@ fn duration(d: Duration) -> String {
 }
 
 /// A UTC time as RFC 3339 with milliseconds (days to civil date: Howard Hinnant's algorithm).
+fn json(value: Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(&value).unwrap_or_default();
+    let mut rsp = text(StatusCode::OK, body);
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    rsp
+}
+
+/// `/certs`: this proxy's certificate and the trust anchors; never the key.
+fn certs(tls: &MeshTls) -> Value {
+    let anchors = tls.anchors();
+    let cert = tls.certified().map(|c| {
+        json!({
+            "spiffeId": &*c.spiffe_id,
+            "serial": c.serial,
+            "notBefore": rfc3339(c.not_before),
+            "notAfter": rfc3339(c.not_after),
+            "issuedAt": rfc3339(c.issued_at),
+            "renewAt": rfc3339(renewal_point(c.not_before, c.not_after)),
+            "chainLength": c.key.cert.len(),
+        })
+    });
+    json!({
+        "certificate": cert,
+        "trustAnchors": anchors.fingerprints.iter().map(|f| json!({"sha256": f})).collect::<Vec<_>>(),
+    })
+}
+
 fn rfc3339(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();

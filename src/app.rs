@@ -21,6 +21,7 @@ use crate::{
     snapshot::{CompileContext, Snapshot},
     state::{BoundAddrs, State},
     telemetry::{self, Metrics, ReloadResult},
+    tls::{self, MeshTls, TlsMetrics, certify::CertifyConfig},
     xds_client::{self, XdsConfig},
 };
 
@@ -109,6 +110,7 @@ impl StaticSource {
             settings,
             metrics,
             resilience,
+            tls: None,
             workload: self
                 .workload
                 .as_deref()
@@ -165,6 +167,31 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
     let settings = Settings::from_args(&args);
     let mut metrics = Metrics::new();
     let resilience = ResilienceMetrics::register(metrics.registry_mut());
+    // Identity: xDS mode with a token to prove who this proxy is.
+    let certify = match (&source, &args.token_file) {
+        (Source::Xds(cfg), Some(token_file)) => {
+            match MeshTls::new(TlsMetrics::register(metrics.registry_mut())) {
+                Ok(tls) => Some((
+                    Arc::new(tls),
+                    CertifyConfig {
+                        url: cfg.url.clone(),
+                        workload: cfg.workload.clone(),
+                        namespace: cfg.namespace.clone(),
+                        token_file: token_file.clone(),
+                    },
+                )),
+                Err(e) => {
+                    error!(error = %e, "cannot set up mesh TLS");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        (Source::Static(_), Some(_)) => {
+            warn!("--token-file is ignored in static mode: there is no mesh CA, so no mTLS");
+            None
+        }
+        _ => None,
+    };
     let metrics = Arc::new(metrics);
     let (first, mut static_source, xds) = match source {
         Source::Static(mut source) => match source.load(&settings, &metrics, &resilience, None) {
@@ -181,6 +208,10 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         Source::Xds(cfg) => (Snapshot::empty(), None, Some(cfg)),
     };
     let state = Arc::new(State::new(first, settings, metrics, resilience, logs));
+    if let Some((tls, cfg)) = certify {
+        state.set_tls(tls.clone());
+        tokio::spawn(tls::certify::run(cfg, tls));
+    }
 
     // Admin first: while the first config is awaited, /ready already answers (503).
     let admin_l = match bind("admin", args.admin_addr) {

@@ -92,7 +92,7 @@ impl Settings {
             opaque_ports,
             max_header_bytes: args.max_header_bytes.max(1024),
             h1_idle_timeout: Duration::from_secs(3),
-            h1_max_idle: 64,
+            h1_max_idle: 1024,
         }
     }
 

@@ -1,37 +1,56 @@
 //! The inbound side: connections to this workload are forwarded to its app: with redirection
 //! to `127.0.0.1:<original destination port>`, in local mode to the workload's `inbound.app`.
-//! The workload's rate limit applies to every inbound request. Mesh TLS termination and
-//! authorization join here later.
+//! Mesh TLS is terminated by `conn` as `inbound.mtls` says; the peer identity it proves stays
+//! with the connection here, for the workload's rate limit, authorization and metrics.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use http::request::Parts;
+use prometheus_client::metrics::counter::Counter;
+use skiff_api::model::MtlsMode;
 
 use crate::{
     cluster::Cluster,
     conn::Side,
-    http::Handler,
+    http::{Handler, ProxyError},
     resilience::RateLimiter,
     route::{Route, RouteError, authority},
     snapshot::{DEFAULT_ROUTE, Snapshot, single_cluster},
     state::State,
     telemetry::{RouteStats, TcpStats},
+    tls::TlsMetrics,
 };
 
-/// Per inbound connection: where a redirected connection was going, as a route to the app.
+/// Per inbound connection: where a redirected connection was going, as a route to the app,
+/// and who the client proved to be.
 pub struct Inbound {
     redirected: Option<Route>,
+    peer: OnceLock<Peer>,
+    tls_metrics: Option<TlsMetrics>,
+}
+
+/// The client of one inbound connection.
+struct Peer {
+    /// Its SPIFFE ID; `None`: unauthenticated (plaintext under permissive).
+    identity: Option<Arc<str>>,
+    /// Its series of `skiff_inbound_peer_requests_total`.
+    requests: Counter,
 }
 
 impl Inbound {
     /// A connection whose original destination is not the listener itself was redirected:
     /// the app listens on that port on loopback (the pod's own port).
     pub fn new(state: &State, dst: SocketAddr, local: SocketAddr) -> Self {
+        let tls_metrics = state.tls().map(|t| t.metrics.clone());
         if dst == local {
-            return Inbound { redirected: None };
+            return Inbound {
+                redirected: None,
+                peer: OnceLock::new(),
+                tls_metrics,
+            };
         }
         let loopback = match dst.ip() {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -52,6 +71,19 @@ impl Inbound {
         ));
         Inbound {
             redirected: Some(Route::fallback(DEFAULT_ROUTE, cluster, stats)),
+            peer: OnceLock::new(),
+            tls_metrics,
+        }
+    }
+
+    /// The client's SPIFFE ID, if it proved one.
+    pub fn peer_identity(&self) -> Option<&Arc<str>> {
+        self.peer.get()?.identity.as_ref()
+    }
+
+    fn count_peer(&self) {
+        if let Some(p) = self.peer.get() {
+            p.requests.inc();
         }
     }
 
@@ -76,6 +108,11 @@ impl Handler for Inbound {
     fn rate_limit<'a>(&self, snap: &'a Snapshot) -> Option<&'a RateLimiter> {
         snap.inbound.as_ref()?.limiter.as_ref()
     }
+
+    fn authorize(&self, _snap: &Snapshot, _parts: &Parts) -> Result<(), ProxyError> {
+        self.count_peer();
+        Ok(())
+    }
 }
 
 impl Side for Inbound {
@@ -95,5 +132,23 @@ impl Side for Inbound {
 
     fn tcp_stats<'s>(&self, state: &'s State) -> &'s TcpStats {
         &state.tcp_inbound
+    }
+
+    fn mtls(&self, snap: &Snapshot) -> Option<MtlsMode> {
+        // A workload with no inbound settings (redirected mode) is permissive.
+        Some(snap.inbound.as_ref().map_or(MtlsMode::Permissive, |ib| ib.mtls))
+    }
+
+    fn set_peer(&self, identity: Option<Arc<str>>) {
+        let Some(metrics) = &self.tls_metrics else {
+            return;
+        };
+        let requests = metrics.peer(identity.as_deref());
+        let _ = self.peer.set(Peer { identity, requests });
+    }
+
+    fn admit_tcp(&self, _state: &State, _dst: SocketAddr) -> bool {
+        self.count_peer();
+        true
     }
 }

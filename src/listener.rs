@@ -6,24 +6,20 @@ use std::{
     future::Future,
     io,
     net::SocketAddr,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
 };
 
-use prometheus_client::metrics::counter::Counter;
 use socket2::{Domain, Protocol as SockProtocol, SockRef, Socket, Type};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{Notify, watch},
 };
 use tracing::{debug, warn};
 
-use crate::telemetry::TcpStats;
+use crate::{io::Counted, telemetry::TcpStats};
 
 /// Binds a listening TCP socket with the options a proxy wants.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -146,66 +142,6 @@ impl Drop for OpenGauge {
     }
 }
 
-/// An accepted stream that counts the bytes read from and written to it.
-pub struct Counted<I> {
-    io: I,
-    read: Counter,
-    write: Counter,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before);
-        if n > 0 {
-            this.read.inc_by(n as u64);
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            this.write.inc_by(n as u64);
-        }
-        polled
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled {
-            this.write.inc_by(n as u64);
-        }
-        polled
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
 /// One accepted connection, as handed to a direction's handler.
 pub struct Accepted {
     pub stream: Counted<TcpStream>,
@@ -254,11 +190,7 @@ pub async fn accept_loop<F, Fut>(
         stats.open.inc();
         let open = OpenGauge(stats.open.clone());
         debug!(%peer, %dst, "accepted");
-        let stream = Counted {
-            io: stream,
-            read: stats.read.clone(),
-            write: stats.write.clone(),
-        };
+        let stream = Counted::new(stream, stats.read.clone(), stats.write.clone());
         let task = serve(Accepted {
             stream,
             local,

@@ -14,7 +14,7 @@ use std::{
 };
 
 use skiff_api::{
-    model::{self, LoadBalancer, MeshFile, Protocol},
+    model::{self, LoadBalancer, MeshFile, MtlsMode, Protocol},
     resource::{Fnv1a, strip_port},
 };
 
@@ -28,7 +28,8 @@ use crate::{
     },
     route::{CompileError, Route, Table},
     telemetry::{Direction, Metrics},
-    upstream::EndpointPool,
+    tls::MeshTls,
+    upstream::{EndpointPool, MeshPeer},
 };
 
 /// Route name in metrics for requests that no route matched.
@@ -75,6 +76,8 @@ pub struct Inbound {
     pub namespace: Arc<str>,
     pub listen: SocketAddr,
     pub app: SocketAddr,
+    /// `inbound.mtls`: what a client must speak.
+    pub mtls: MtlsMode,
     pub route: Route,
     /// `rateLimit`: inbound requests beyond it get 429.
     pub limiter: Option<RateLimiter>,
@@ -85,6 +88,10 @@ pub struct Inbound {
 pub struct Snapshot {
     pub version: Arc<str>,
     pub trust_domain: String,
+    /// The mesh CA's trust anchors (DER); empty: no CA, meshed endpoints in plaintext.
+    pub trust_anchors: Arc<Vec<Vec<u8>>>,
+    /// This sidecar's SPIFFE ID, from its workload (`--workload`).
+    pub identity: Option<Arc<str>>,
     pub services: Vec<Arc<Service>>,
     by_addr: HashMap<SocketAddr, Arc<Service>>,
     by_host: HashMap<String, Arc<Service>, FastHash>,
@@ -99,6 +106,8 @@ pub struct CompileContext<'a> {
     pub resilience: &'a ResilienceMetrics,
     /// `--workload` and `--namespace`.
     pub workload: Option<(&'a str, &'a str)>,
+    /// Mesh TLS, when this proxy has an identity: meshed endpoints are reached through it.
+    pub tls: Option<&'a Arc<MeshTls>>,
     pub version: String,
 }
 
@@ -289,6 +298,7 @@ impl Snapshot {
                         namespace: namespace.into(),
                         listen: ib.listen,
                         app: ib.app,
+                        mtls: ib.mtls,
                         route: Route::fallback(
                             DEFAULT_ROUTE,
                             cluster,
@@ -300,9 +310,15 @@ impl Snapshot {
             }
         };
 
+        let identity = cx.workload.and_then(|(name, namespace)| {
+            let w = workloads.get(&(name, namespace))?;
+            Some(Arc::from(w.spiffe_id(&mesh.mesh.trust_domain)))
+        });
         Ok(Snapshot {
             version: cx.version.as_str().into(),
             trust_domain: mesh.mesh.trust_domain.clone(),
+            trust_anchors: Arc::new(mesh.mesh.trust_anchors.clone()),
+            identity,
             services,
             by_addr,
             by_host,
@@ -316,6 +332,8 @@ impl Snapshot {
         Snapshot {
             version: "".into(),
             trust_domain: String::new(),
+            trust_anchors: Arc::default(),
+            identity: None,
             services: Vec::new(),
             by_addr: HashMap::new(),
             by_host: HashMap::with_hasher(FastHash::default()),
@@ -417,7 +435,7 @@ pub fn single_cluster(
     let (endpoint, pool) = carried.unwrap_or_else(|| {
         (
             Arc::new(Endpoint::new(addr, None, None)),
-            new_pool(addr, APP_CONNECT_TIMEOUT, settings),
+            new_pool(addr, None, APP_CONNECT_TIMEOUT, settings),
         )
     });
     let metrics = resilience.cluster(name);
@@ -434,9 +452,15 @@ pub fn single_cluster(
     }
 }
 
-fn new_pool(addr: SocketAddr, connect_timeout: Duration, settings: &Settings) -> Arc<EndpointPool> {
+fn new_pool(
+    addr: SocketAddr,
+    mesh: Option<MeshPeer>,
+    connect_timeout: Duration,
+    settings: &Settings,
+) -> Arc<EndpointPool> {
     Arc::new(EndpointPool::new(
         addr,
+        mesh,
         connect_timeout,
         settings.h1_idle_timeout,
         settings.h1_max_idle,
@@ -497,9 +521,13 @@ fn compile_cluster(
             })
             .cloned();
         let (endpoint, pool) = kept.unwrap_or_else(|| {
+            let mesh = cx.tls.zip(identity.clone()).map(|(tls, identity)| MeshPeer {
+                tls: tls.clone(),
+                identity,
+            });
             (
                 Arc::new(Endpoint::new(addr, workload, identity)),
-                new_pool(addr, connect_timeout, cx.settings),
+                new_pool(addr, mesh, connect_timeout, cx.settings),
             )
         });
         endpoints.push(endpoint);

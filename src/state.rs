@@ -18,6 +18,7 @@ use crate::{
     ondemand::OnDemand,
     resilience::ResilienceMetrics,
     snapshot::Snapshot,
+    tls::MeshTls,
     telemetry::{DetectStats, Direction, LogControl, Metrics, RouteStats, TcpStats},
 };
 
@@ -57,6 +58,7 @@ pub struct State {
     /// xDS mode: the discovery stream's state, for `/config_dump`.
     /// Rendered by the xDS client, which owns its shape (state knows no xDS types).
     xds: ArcSwapOption<serde_json::Value>,
+    tls: OnceLock<Arc<MeshTls>>,
 }
 
 impl State {
@@ -89,6 +91,7 @@ impl State {
             timeout_ports: Mutex::new(HashSet::new()),
             on_demand: OnceLock::new(),
             xds: ArcSwapOption::empty(),
+            tls: OnceLock::new(),
             metrics,
         }
     }
@@ -100,6 +103,17 @@ impl State {
 
     /// Installs a snapshot that already passed validation; requests in flight keep theirs.
     pub fn install(&self, next: Snapshot) {
+        if let Some(tls) = self.tls() {
+            // A mesh without a CA sends no anchors: then there is no certificate to get.
+            if !next.trust_anchors.is_empty() {
+                tls.set_anchors(&next.trust_anchors);
+            }
+            tls.want(
+                next.identity
+                    .clone()
+                    .filter(|_| !next.trust_anchors.is_empty()),
+            );
+        }
         self.live.store(Arc::new(next));
         self.last_error.store(None);
         self.applied.store(true, Ordering::Release);
@@ -157,6 +171,22 @@ impl State {
         self.on_demand.get()
     }
 
+    /// xDS mode with a token: turns on identity (once, at start).
+    pub fn set_tls(&self, tls: Arc<MeshTls>) {
+        let _ = self.tls.set(tls);
+    }
+
+    /// Mesh TLS, when this proxy has (or is getting) an identity.
+    pub fn tls(&self) -> Option<&Arc<MeshTls>> {
+        self.tls.get()
+    }
+
+    /// Identity is on and the mesh has a CA, but no certificate is held yet.
+    pub fn awaits_certificate(&self) -> bool {
+        self.tls()
+            .is_some_and(|tls| !tls.is_ready() && !self.live.load().trust_anchors.is_empty())
+    }
+
     pub fn set_xds_status(&self, status: serde_json::Value) {
         self.xds.store(Some(Arc::new(status)));
     }
@@ -165,11 +195,13 @@ impl State {
         self.xds.load_full()
     }
 
-    /// Ready: a config is applied, listeners are bound, not draining. A source that loses its
-    /// connection keeps the proxy ready on the last config.
+    /// Ready: a config is applied, listeners are bound, not draining, and with identity on
+    /// (a mesh CA) a certificate is held. A source that loses its connection keeps the proxy
+    /// ready on the last config.
     pub fn is_ready(&self) -> bool {
         self.applied.load(Ordering::Acquire)
             && self.listening.load(Ordering::Acquire)
             && !self.is_draining()
+            && !self.awaits_certificate()
     }
 }

@@ -8,6 +8,7 @@ use tracing::debug;
 use crate::{
     cluster::{Cluster, Observed},
     resilience::{Failure, Tried},
+    tls::Inner,
     upstream::ConnectError,
 };
 
@@ -24,7 +25,7 @@ where
             return;
         }
     };
-    let (mut upstream, _counted) = match cluster.pool(&pick).connect_tcp(&cluster.breaker).await {
+    let (mut upstream, _counted) = match cluster.pool(&pick).connect(&cluster.breaker, Inner::Opaque).await {
         Ok(s) => s,
         Err(e) => {
             if !matches!(e, ConnectError::Overflow(_)) {

@@ -1,7 +1,8 @@
 //! Connections to one endpoint: TCP connects within the connect timeout, a stack of idle
 //! HTTP/1.1 connections (closed after an idle timeout) and one multiplexed HTTP/2 connection,
 //! opened single-flight and replaced when it closes or goes away. Every connection is counted
-//! against its service's breaker for as long as it is open.
+//! against its service's breaker for as long as it is open. [`EndpointPool::connect`] is the
+//! one connect point: mesh mTLS to an endpoint with an identity, plaintext otherwise.
 
 use std::{
     net::SocketAddr,
@@ -22,8 +23,23 @@ use hyper::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpStream, sync::watch};
+use tokio_rustls::client::TlsStream;
 
-use crate::resilience::{Breaker, ConnGuard, Overflow, ReplayBody};
+use crate::{
+    io::Either,
+    resilience::{Breaker, ConnGuard, Overflow, ReplayBody},
+    tls::{Inner, MeshTls, TlsError},
+};
+
+/// A connection to an endpoint: plaintext, or mesh TLS to its identity.
+pub type UpstreamIo = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// How to reach a meshed endpoint: this proxy's mesh TLS and the identity to expect.
+#[derive(Clone, Debug)]
+pub struct MeshPeer {
+    pub tls: Arc<MeshTls>,
+    pub identity: Arc<str>,
+}
 
 /// Why no connection to an endpoint could be had. Cloneable: one HTTP/2 connect is shared by
 /// every request waiting on it.
@@ -41,6 +57,8 @@ pub enum ConnectError {
         addr: SocketAddr,
         source: Arc<hyper::Error>,
     },
+    #[error("mesh tls to {addr}: {source}")]
+    Tls { addr: SocketAddr, source: TlsError },
     #[error(transparent)]
     Overflow(#[from] Overflow),
 }
@@ -129,6 +147,7 @@ struct H2Slot {
 /// over to the next snapshot while the endpoint stays.
 pub struct EndpointPool {
     addr: SocketAddr,
+    mesh: Option<MeshPeer>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -148,12 +167,14 @@ impl std::fmt::Debug for EndpointPool {
 impl EndpointPool {
     pub fn new(
         addr: SocketAddr,
+        mesh: Option<MeshPeer>,
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
     ) -> Self {
         EndpointPool {
             addr,
+            mesh,
             connect_timeout,
             idle_timeout,
             max_idle,
@@ -167,12 +188,40 @@ impl EndpointPool {
         self.connect_timeout
     }
 
-    /// Opens a TCP connection within the connect timeout, counted by `breaker` while the
-    /// returned guard lives.
-    pub async fn connect_tcp(
+    /// The identity this pool's connections must prove, when the endpoint is meshed.
+    pub fn expected_identity(&self) -> Option<&Arc<str>> {
+        self.mesh.as_ref().map(|m| &m.identity)
+    }
+
+    /// Opens a connection carrying `inner`, counted by `breaker` while the returned guard
+    /// lives: TCP within the connect timeout, then mesh TLS when the endpoint has an
+    /// identity and this proxy holds a certificate (the handshake within the same timeout).
+    pub async fn connect(
         &self,
         breaker: &Breaker,
-    ) -> Result<(TcpStream, ConnGuard), ConnectError> {
+        inner: Inner,
+    ) -> Result<(UpstreamIo, ConnGuard), ConnectError> {
+        let (tcp, guard) = self.connect_tcp(breaker).await?;
+        let Some(mesh) = self.mesh.as_ref().filter(|m| m.tls.is_ready()) else {
+            return Ok((Either::Left(tcp), guard));
+        };
+        let addr = self.addr;
+        match tokio::time::timeout(
+            self.connect_timeout,
+            mesh.tls.connect(tcp, inner, &mesh.identity),
+        )
+        .await
+        {
+            Ok(Ok(tls)) => Ok((Either::Right(tls), guard)),
+            Ok(Err(source)) => Err(ConnectError::Tls { addr, source }),
+            Err(_) => Err(ConnectError::Timeout {
+                addr,
+                after: self.connect_timeout,
+            }),
+        }
+    }
+
+    async fn connect_tcp(&self, breaker: &Breaker) -> Result<(TcpStream, ConnGuard), ConnectError> {
         let guard = breaker.connection()?;
         let addr = self.addr;
         match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
@@ -230,11 +279,11 @@ impl EndpointPool {
         breaker: &Breaker,
     ) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
         let _pending = breaker.pending()?;
-        let (tcp, guard) = self.connect_tcp(breaker).await?;
+        let (io, guard) = self.connect(breaker, Inner::Http1).await?;
         let addr = self.addr;
         let (sender, conn) = http1::Builder::new()
             .preserve_header_case(true)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| ConnectError::handshake(addr, e))?;
         tokio::spawn(async move {
@@ -304,7 +353,7 @@ impl EndpointPool {
     }
 
     async fn open_h2(&self, breaker: &Breaker) -> Result<H2Conn, ConnectError> {
-        let (tcp, guard) = self.connect_tcp(breaker).await?;
+        let (io, guard) = self.connect(breaker, Inner::Http2).await?;
         let addr = self.addr;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -313,7 +362,7 @@ impl EndpointPool {
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
             .adaptive_window(true)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| ConnectError::handshake(addr, e))?;
         tokio::spawn(async move {

@@ -589,6 +589,7 @@ impl Client<'_> {
             settings: &self.state.settings,
             metrics: &self.state.metrics,
             resilience: &self.state.resilience,
+            tls: self.state.tls(),
             workload: Some((self.cfg.workload.as_str(), self.cfg.namespace.as_str())),
             version: format!("{generation}:{version}"),
         };

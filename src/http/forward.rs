@@ -330,9 +330,12 @@ fn grpc_status(h: &HeaderMap) -> Option<u32> {
 fn connect_failed(e: ConnectError) -> SendError {
     let failure = match e {
         ConnectError::Overflow(_) => Failure::Local,
+        // A peer that cannot prove its identity is a connect failure: counted against the
+        // endpoint, and a retry goes elsewhere.
         ConnectError::Refused { .. }
         | ConnectError::Timeout { .. }
-        | ConnectError::Handshake { .. } => Failure::ConnectFailure,
+        | ConnectError::Handshake { .. }
+        | ConnectError::Tls { .. } => Failure::ConnectFailure,
     };
     SendError {
         error: UpstreamError::Connect(e).into(),

@@ -2,6 +2,8 @@
 //! token, `retry-after` on a rate limit and, for gRPC callers, the matching `grpc-status` in
 //! trailers-only form.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header::HeaderName};
 
@@ -30,6 +32,9 @@ pub enum ProxyError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// Authorization denied the request; `policy` names the deciding policy, if one did.
+    #[error("authorization denied ({})", policy.as_deref().unwrap_or("no allow policy matched"))]
+    Unauthorized { policy: Option<Arc<str>> },
 }
 
 impl ProxyError {
@@ -61,6 +66,14 @@ impl ProxyError {
                 | ConnectError::Timeout { .. }
                 | ConnectError::Handshake { .. },
             )) => (S::SERVICE_UNAVAILABLE, "connect-failed"),
+            P::Upstream(UpstreamError::Connect(ConnectError::Tls { source, .. })) => {
+                if source.is_identity_failure() {
+                    (S::BAD_GATEWAY, "peer-identity-mismatch")
+                } else {
+                    (S::SERVICE_UNAVAILABLE, "connect-failed")
+                }
+            }
+            P::Unauthorized { .. } => (S::FORBIDDEN, "unauthorized"),
             P::Upstream(UpstreamError::Http(_)) => (S::BAD_GATEWAY, "upstream-failed"),
             P::Request(RequestError::Malformed { .. }) => (S::BAD_REQUEST, "bad-request"),
             P::Request(RequestError::HeadersTooLarge { .. }) => {

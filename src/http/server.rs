@@ -34,6 +34,10 @@ pub trait Handler: Send + Sync + 'static {
     fn rate_limit<'a>(&self, _snap: &'a Snapshot) -> Option<&'a RateLimiter> {
         None
     }
+    /// The per-request decision after routing (inbound: authorization of the peer).
+    fn authorize(&self, _snap: &Snapshot, _parts: &Parts) -> Result<(), ProxyError> {
+        Ok(())
+    }
 }
 
 async fn handle<H: Handler>(
@@ -48,9 +52,15 @@ async fn handle<H: Handler>(
     let (parts, body) = req.into_parts();
     let miss = match handler.resolve(&snap, &parts) {
         Ok(route) => {
-            if let Some(Err(e)) = handler.rate_limit(&snap).map(RateLimiter::acquire) {
+            let admitted = handler.authorize(&snap, &parts).and_then(|()| {
+                match handler.rate_limit(&snap).map(RateLimiter::acquire) {
+                    Some(Err(e)) => Err(e.into()),
+                    _ => Ok(()),
+                }
+            });
+            if let Err(e) = admitted {
                 route.stats.requests.inc();
-                let rsp = failed(&e.into(), grpc);
+                let rsp = failed(&e, grpc);
                 route.stats.record(rsp.status().as_u16(), start.elapsed());
                 return rsp;
             }
