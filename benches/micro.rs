@@ -51,6 +51,7 @@ fn route_select(c: &mut Criterion) {
         settings: &settings,
         metrics: &metrics,
         resilience: &resilience,
+        tls: None,
         workload: None,
         version: "bench".into(),
     };
@@ -173,6 +174,7 @@ fn resilience_overhead(c: &mut Criterion) {
             settings: &settings,
             metrics: &metrics,
             resilience: &resilience,
+            tls: None,
             workload: None,
             version: "bench".into(),
         };

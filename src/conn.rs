@@ -13,8 +13,8 @@ use skiff_api::model::MtlsMode;
 use crate::{
     cluster::Cluster,
     detect::{self, Detected, HeadCheck},
-    io::Prefixed,
     http::{self, Handler, ProxyError, RequestError, Version},
+    io::Prefixed,
     listener::{Accepted, Drain},
     snapshot::Snapshot,
     state::State,
@@ -139,8 +139,16 @@ pub async fn serve<S: Side>(acc: Accepted, state: Arc<State>, side: Arc<S>) {
             Hello::Other | Hello::NeedMore => {
                 // Permissive: an app's own TLS passes through untouched.
                 side.set_peer(None);
-                return dispatch(stream, Some(Detected::Tls), prefix, &state, side, drain, dst)
-                    .await;
+                return dispatch(
+                    stream,
+                    Some(Detected::Tls),
+                    prefix,
+                    &state,
+                    side,
+                    drain,
+                    dst,
+                )
+                .await;
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Protocol detection: reads a connection's first bytes (bounded in size and time) and
 //! classifies them as HTTP/2 preface, HTTP/1 request, TLS ClientHello or opaque bytes.
-//! The bytes read are handed on in a [`Prefixed`] stream so nothing is lost.
+//! The bytes read are handed on in a [`crate::io::Prefixed`] stream so nothing is lost.
 
 use std::{io, time::Duration};
 
@@ -272,7 +272,7 @@ mod tests {
             }
         );
         let mut all = Vec::new();
-        Prefixed::new(prefix, b)
+        crate::io::Prefixed::new(prefix, b)
             .read_to_end(&mut all)
             .await
             .unwrap();

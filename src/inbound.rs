@@ -62,13 +62,9 @@ impl Inbound {
             || state.redirected_inbound.clone(),
             |ib| ib.route.stats.clone(),
         );
-        let cluster = Arc::new(single_cluster(
-            "inbound",
-            app,
-            &state.settings,
-            &state.resilience,
-            None,
-        ));
+        let cluster = state.app_cluster(app, || {
+            single_cluster("inbound", app, &state.settings, &state.resilience, None)
+        });
         Inbound {
             redirected: Some(Route::fallback(DEFAULT_ROUTE, cluster, stats)),
             peer: OnceLock::new(),
@@ -136,7 +132,11 @@ impl Side for Inbound {
 
     fn mtls(&self, snap: &Snapshot) -> Option<MtlsMode> {
         // A workload with no inbound settings (redirected mode) is permissive.
-        Some(snap.inbound.as_ref().map_or(MtlsMode::Permissive, |ib| ib.mtls))
+        Some(
+            snap.inbound
+                .as_ref()
+                .map_or(MtlsMode::Permissive, |ib| ib.mtls),
+        )
     }
 
     fn set_peer(&self, identity: Option<Arc<str>>) {

@@ -521,10 +521,13 @@ fn compile_cluster(
             })
             .cloned();
         let (endpoint, pool) = kept.unwrap_or_else(|| {
-            let mesh = cx.tls.zip(identity.clone()).map(|(tls, identity)| MeshPeer {
-                tls: tls.clone(),
-                identity,
-            });
+            let mesh = cx
+                .tls
+                .zip(identity.clone())
+                .map(|(tls, identity)| MeshPeer {
+                    tls: tls.clone(),
+                    identity,
+                });
             (
                 Arc::new(Endpoint::new(addr, workload, identity)),
                 new_pool(addr, mesh, connect_timeout, cx.settings),

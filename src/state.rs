@@ -3,7 +3,7 @@
 //! the settings and metrics every connection shares.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
         Arc, Mutex, OnceLock,
@@ -15,11 +15,12 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::{
     bootstrap::Settings,
+    cluster::Cluster,
     ondemand::OnDemand,
     resilience::ResilienceMetrics,
     snapshot::Snapshot,
-    tls::MeshTls,
     telemetry::{DetectStats, Direction, LogControl, Metrics, RouteStats, TcpStats},
+    tls::MeshTls,
 };
 
 /// The addresses the listeners actually bound.
@@ -59,6 +60,9 @@ pub struct State {
     /// Rendered by the xDS client, which owns its shape (state knows no xDS types).
     xds: ArcSwapOption<serde_json::Value>,
     tls: OnceLock<Arc<MeshTls>>,
+    /// Redirected inbound: one cluster (and connection pool) per app address, shared by
+    /// every client connection to it.
+    app_clusters: Mutex<HashMap<SocketAddr, Arc<Cluster>>>,
 }
 
 impl State {
@@ -92,6 +96,7 @@ impl State {
             on_demand: OnceLock::new(),
             xds: ArcSwapOption::empty(),
             tls: OnceLock::new(),
+            app_clusters: Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -169,6 +174,18 @@ impl State {
 
     pub fn on_demand(&self) -> Option<&Arc<OnDemand>> {
         self.on_demand.get()
+    }
+
+    /// The cluster of a redirected inbound connection's app, made on first use.
+    pub fn app_cluster(&self, app: SocketAddr, make: impl FnOnce() -> Cluster) -> Arc<Cluster> {
+        let mut clusters = self
+            .app_clusters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        clusters
+            .entry(app)
+            .or_insert_with(|| Arc::new(make()))
+            .clone()
     }
 
     /// xDS mode with a token: turns on identity (once, at start).

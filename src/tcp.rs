@@ -25,7 +25,11 @@ where
             return;
         }
     };
-    let (mut upstream, _counted) = match cluster.pool(&pick).connect(&cluster.breaker, Inner::Opaque).await {
+    let (mut upstream, _counted) = match cluster
+        .pool(&pick)
+        .connect(&cluster.breaker, Inner::Opaque)
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             if !matches!(e, ConnectError::Overflow(_)) {

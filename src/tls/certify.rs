@@ -39,11 +39,7 @@ pub enum Step {
 
 /// The loop's decision: no certificate, one for another identity, or one past the renewal
 /// point means asking now; otherwise wait until that point. Pure, for tests.
-pub fn plan(
-    now: SystemTime,
-    held: Option<(&str, SystemTime, SystemTime)>,
-    wanted: &str,
-) -> Step {
+pub fn plan(now: SystemTime, held: Option<(&str, SystemTime, SystemTime)>, wanted: &str) -> Step {
     let Some((id, not_before, not_after)) = held else {
         return Step::Certify;
     };
@@ -188,7 +184,11 @@ mod tests {
         assert_eq!(plan(now, None, ID), Step::Certify);
         let later = now + Duration::from_secs(100);
         assert_eq!(
-            plan(now, Some(("spiffe://cluster.local/ns/default/sa/x", now, later)), ID),
+            plan(
+                now,
+                Some(("spiffe://cluster.local/ns/default/sa/x", now, later)),
+                ID
+            ),
             Step::Certify
         );
     }

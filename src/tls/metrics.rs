@@ -97,7 +97,10 @@ impl TlsMetrics {
 
     pub fn renewal(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
-        self.0.renewals.get_or_create(&ResultLabels { result }).inc();
+        self.0
+            .renewals
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn handshake(&self, side: Side, reason: Option<&'static str>) {
@@ -112,7 +115,10 @@ impl TlsMetrics {
     /// The counter of one peer identity's requests; resolve once per connection.
     pub fn peer(&self, identity: Option<&str>) -> Counter {
         let peer_identity = identity.unwrap_or("unauthenticated").to_owned();
-        self.0.peers.get_or_create(&PeerLabels { peer_identity }).clone()
+        self.0
+            .peers
+            .get_or_create(&PeerLabels { peer_identity })
+            .clone()
     }
 
     pub fn refused(&self, reason: &'static str) {

@@ -5,6 +5,8 @@
 pub mod certify;
 pub mod hello;
 pub mod metrics;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 use std::{
@@ -71,7 +73,11 @@ impl TlsError {
     pub fn is_identity_failure(&self) -> bool {
         matches!(
             self.reason(),
-            "identity-mismatch" | "expired" | "not-yet-valid" | "unknown-issuer" | "bad-certificate"
+            "identity-mismatch"
+                | "expired"
+                | "not-yet-valid"
+                | "unknown-issuer"
+                | "bad-certificate"
         )
     }
 
@@ -85,7 +91,9 @@ impl TlsError {
                 match c {
                     C::Expired | C::ExpiredContext { .. } => "expired",
                     C::NotValidYet | C::NotValidYetContext { .. } => "not-yet-valid",
-                    C::UnknownIssuer => "unknown-issuer",
+                    // No anchor by name, or one by name whose signature does not match (two
+                    // CAs with the same subject): either way, not our mesh.
+                    C::UnknownIssuer | C::BadSignature => "unknown-issuer",
                     _ => "bad-certificate",
                 }
             }
@@ -258,7 +266,15 @@ impl MeshTls {
     /// Replaces the trust anchors (from MeshSettings or a certificate response); unchanged
     /// anchors are a no-op. An anchor that does not parse is skipped and logged.
     pub fn set_anchors(&self, der: &[Vec<u8>]) {
-        if self.shared.anchors.load().der.iter().map(|c| c.as_ref()).eq(der.iter().map(Vec::as_slice)) {
+        if self
+            .shared
+            .anchors
+            .load()
+            .der
+            .iter()
+            .map(|c| c.as_ref())
+            .eq(der.iter().map(Vec::as_slice))
+        {
             return;
         }
         let mut roots = RootCertStore::empty();

@@ -46,9 +46,8 @@ pub(super) fn describe(der: &[u8]) -> Result<LeafInfo, TlsError> {
     let spiffe_id = spiffe_id(&CertificateDer::from(der))?;
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| TlsError::Certificate(format!("unparseable certificate: {e}")))?;
-    let at = |t: i64| {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or_default())
-    };
+    let at =
+        |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or_default());
     let validity = cert.validity();
     Ok(LeafInfo {
         spiffe_id,
