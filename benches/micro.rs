@@ -1,11 +1,13 @@
 //! Criterion micro-benchmarks of the per-request pieces: route selection, protocol detection,
-//! header hygiene and the resilience layer's cost when a policy is present but not triggered.
+//! header hygiene, authorization decisions and the resilience layer's cost when a policy is
+//! present but not triggered.
 //! Compare runs with `--save-baseline` / `--baseline`, never absolute times.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use skiff::{
+    authz::{self, AuthzMetrics, Peer, Policies},
     bootstrap::Settings,
     cluster::Observed,
     detect,
@@ -210,11 +212,47 @@ fn resilience_overhead(c: &mut Criterion) {
     }
 }
 
+/// One decision with no policy, and with nine policies that do not match (deny by peer,
+/// allow by path) before the tenth, an allow by namespace pattern, method and path subtree.
+fn authz_decide(c: &mut Criterion) {
+    let mut yaml = String::from("services: [ { name: s } ]\nauthorization:\n");
+    for i in 0..9 {
+        let action = if i % 2 == 0 { "deny" } else { "allow" };
+        yaml.push_str(&format!(
+            "  - {{ name: p{i}, target: s, action: {action}, from: [ 'spiffe://cluster.local/ns/n{i}/sa/x' ], to: [ {{ paths: [/p{i}/*] }} ] }}\n"
+        ));
+    }
+    yaml.push_str("  - { name: z, target: s, from: [ 'spiffe://cluster.local/ns/default/*' ], to: [ { methods: [GET], paths: [/health, /api/*] } ] }\n");
+    let mesh = skiff_api::load(&yaml).expect("valid bench mesh");
+    let metrics = AuthzMetrics::default();
+    let req = authz::Request::http("GET", "/api/items", 8080);
+    let peer = Peer::Authenticated("spiffe://cluster.local/ns/default/sa/productpage");
+    for (name, policies) in [
+        ("authz/none", Policies::compile([], &metrics)),
+        (
+            "authz/ten-policies",
+            Policies::compile(&mesh.authorization, &metrics),
+        ),
+    ] {
+        assert!(policies.decide(peer, &req).is_allowed());
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                black_box(
+                    policies
+                        .decide(black_box(peer), black_box(&req))
+                        .is_allowed(),
+                )
+            })
+        });
+    }
+}
+
 criterion_group!(
     benches,
     route_select,
     detection,
     header_hygiene,
+    authz_decide,
     resilience_overhead
 );
 criterion_main!(benches);

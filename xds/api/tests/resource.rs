@@ -214,6 +214,27 @@ fn retriable_status_codes_and_abort_statuses_survive_the_wire() {
 }
 
 #[test]
+fn authorization_mode_ports_and_peer_patterns_survive_the_wire() {
+    let yaml = "services: [ { name: s } ]\nauthorization:\n  - { name: watch, target: s, \
+                mode: audit, action: deny, from: [ unauthenticated, 'spiffe://cluster.local/*', \
+                'spiffe://cluster.local/ns/a/*' ], to: [ { ports: [8080, 65535] }, {} ] }\n";
+    let rebuilt = assert_round_trip(yaml);
+    let policy = &rebuilt.authorization[0];
+    assert_eq!(policy.mode, model::AuthzMode::Audit);
+    assert_eq!(policy.to[0].ports, [8080, 65535]);
+
+    let mut policy = compile(&mesh(yaml)).authorizations["default/watch"]
+        .message
+        .clone();
+    policy.to[0].ports[1] = 0;
+    let e = refused(&envelope(Kind::Authorization, "default/watch", &policy));
+    assert_eq!(
+        fields(&e.error),
+        [("to[0].ports[1]", "must be a port from 1 to 65535, got 0")]
+    );
+}
+
+#[test]
 fn resources_have_names_type_urls_and_hex_versions() {
     let resources = compile(&mesh(FULL));
     let names: Vec<_> = resources.services.keys().map(String::as_str).collect();

@@ -1,5 +1,6 @@
 //! Rules for `authorization[i]`: unique names per namespace, an existing target service,
-//! SPIFFE peers, method tokens and path patterns.
+//! peers (SPIFFE IDs and patterns of the mesh's trust domain, or `unauthenticated`), method
+//! tokens, path patterns and ports. `mode` and `action` are whole by their shape.
 
 use std::collections::{HashMap, hash_map::Entry};
 
@@ -45,14 +46,28 @@ pub(super) fn check_all(
             );
         }
         for (f, peer) in policy.from.iter().enumerate() {
-            report.check(
-                &at.key("from").index(f),
-                syntax::spiffe_id(peer).map(|_| ()),
-            );
+            check_peer(peer, &at.key("from").index(f), index, report);
         }
         for (r, rule) in policy.to.iter().enumerate() {
             check_rule(rule, &at.key("to").index(r), report);
         }
+    }
+}
+
+/// A peer of another trust domain could never present a mesh certificate, so naming one is
+/// a mistake (an allow that never allows, a deny that never denies).
+fn check_peer(peer: &str, at: &FieldPath, index: &MeshIndex<'_>, report: &mut Report) {
+    match syntax::authz_peer(peer) {
+        Err(message) => report.add(at, message),
+        Ok(Some(domain)) => {
+            if let Some(trust_domain) = index.trust_domain.filter(|td| *td != domain) {
+                report.add(
+                    at,
+                    format!("must be in trust domain {trust_domain:?}, got {peer:?}"),
+                );
+            }
+        }
+        Ok(None) => {}
     }
 }
 
@@ -62,5 +77,13 @@ fn check_rule(rule: &AuthzRule, at: &FieldPath, report: &mut Report) {
     }
     for (p, path) in rule.paths.iter().enumerate() {
         report.check(&at.key("paths").index(p), syntax::authz_path(path));
+    }
+    for (p, &port) in rule.ports.iter().enumerate() {
+        if port == 0 {
+            report.add(
+                &at.key("ports").index(p),
+                "must be a port from 1 to 65535, got 0",
+            );
+        }
     }
 }

@@ -99,23 +99,67 @@ pub(crate) fn spiffe_id(s: &str) -> Result<&str, String> {
     };
     let rest = s.strip_prefix("spiffe://").ok_or_else(expected)?;
     let (domain, path) = rest.split_once('/').ok_or_else(expected)?;
-    let domain_ok = !domain.is_empty()
-        && domain
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b".-_".contains(&c));
-    let path_ok = path.split('/').all(|seg| {
-        !seg.is_empty()
-            && seg != "."
-            && seg != ".."
-            && seg
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b".-_".contains(&c))
-    });
-    if domain_ok && path_ok {
+    if is_trust_domain(domain) && path.split('/').all(is_spiffe_segment) {
         Ok(domain)
     } else {
         Err(expected())
     }
+}
+
+/// The word an authorization `from` entry uses for a peer without a mesh certificate.
+const UNAUTHENTICATED: &str = "unauthenticated";
+
+/// An authorization peer: a SPIFFE ID, `spiffe://<td>/*` (any identity of the trust domain),
+/// `spiffe://<td>/ns/<ns>/*` (any identity of a namespace) or `unauthenticated`. A `*` is
+/// allowed only as the whole last segment of those two patterns. Returns the trust domain
+/// named, `None` for `unauthenticated`.
+pub(super) fn authz_peer(s: &str) -> Result<Option<&str>, String> {
+    if s == UNAUTHENTICATED {
+        return Ok(None);
+    }
+    if !s.contains('*') {
+        return spiffe_id(s).map(Some).map_err(|_| {
+            format!(
+                "must be a SPIFFE ID like spiffe://cluster.local/ns/default/sa/reviews, a \
+                 pattern spiffe://<trustDomain>/ns/<namespace>/* or spiffe://<trustDomain>/*, \
+                 or \"{UNAUTHENTICATED}\", got {s:?}"
+            )
+        });
+    }
+    let pattern = s
+        .strip_suffix("/*")
+        .and_then(|head| head.strip_prefix("spiffe://"))
+        .and_then(|rest| match rest.split_once('/') {
+            None => Some(rest),
+            Some((domain, path)) => path
+                .strip_prefix("ns/")
+                .is_some_and(is_spiffe_segment)
+                .then_some(domain),
+        })
+        .filter(|domain| is_trust_domain(domain));
+    pattern.map(Some).ok_or_else(|| {
+        format!(
+            "'*' is allowed only as the whole last segment of spiffe://<trustDomain>/* (any \
+             identity of the trust domain) or spiffe://<trustDomain>/ns/<namespace>/* (any \
+             identity of a namespace), got {s:?}"
+        )
+    })
+}
+
+fn is_trust_domain(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b".-_".contains(&c))
+}
+
+fn is_spiffe_segment(seg: &str) -> bool {
+    !seg.is_empty()
+        && seg != "."
+        && seg != ".."
+        && seg
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b".-_".contains(&c))
 }
 
 /// A route's `Exact` or `PathPrefix` value.
@@ -307,6 +351,40 @@ mod tests {
             "spiffe://cluster.local/ns?x=1",
         ] {
             assert!(spiffe_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn authz_peers_are_ids_namespace_or_domain_patterns_or_unauthenticated() {
+        for (ok, domain) in [
+            (
+                "spiffe://cluster.local/ns/default/sa/reviews",
+                Some("cluster.local"),
+            ),
+            ("spiffe://cluster.local/ns/default/*", Some("cluster.local")),
+            ("spiffe://mesh.example/*", Some("mesh.example")),
+            ("unauthenticated", None),
+        ] {
+            assert_eq!(authz_peer(ok), Ok(domain), "{ok:?}");
+        }
+        for bad in [
+            "*",
+            "Unauthenticated",
+            "spiffe://*",
+            "spiffe://*/ns/a/*",
+            "spiffe://cluster.local//*",
+            "spiffe://cluster.local/ns/*",
+            "spiffe://cluster.local/ns//*",
+            "spiffe://cluster.local/ns/a/sa/*",
+            "spiffe://cluster.local/ns/a*",
+            "spiffe://cluster.local/ns/a/*/sa/b",
+            "spiffe://cluster.local/ns/a/**",
+            "spiffe://cluster.local/team/a/*",
+            "spiffe://cluster.local/ns/../*",
+            "spiffe://cluster.local",
+            "ns/a/sa/b",
+        ] {
+            assert!(authz_peer(bad).is_err(), "{bad:?}");
         }
     }
 
