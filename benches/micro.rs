@@ -54,6 +54,8 @@ fn route_select(c: &mut Criterion) {
         metrics: &metrics,
         resilience: &resilience,
         tls: None,
+        authz: &AuthzMetrics::default(),
+        policies_selected: false,
         workload: None,
         version: "bench".into(),
     };
@@ -177,6 +179,8 @@ fn resilience_overhead(c: &mut Criterion) {
             metrics: &metrics,
             resilience: &resilience,
             tls: None,
+            authz: &AuthzMetrics::default(),
+            policies_selected: false,
             workload: None,
             version: "bench".into(),
         };

@@ -275,6 +275,8 @@ fn config_dump(state: &State) -> Value {
         json!({
             "workload": &*ib.workload, "namespace": &*ib.namespace,
             "listen": ib.listen.to_string(), "app": ib.app.to_string(),
+            "mtls": format!("{:?}", ib.mtls).to_lowercase(),
+            "authorization": ib.authz.names().collect::<Vec<_>>(),
         })
     });
     json!({
@@ -285,6 +287,7 @@ fn config_dump(state: &State) -> Value {
         "lastError": state.last_error().map(|e| e.to_string()),
         "draining": state.is_draining(),
         "trustDomain": &snap.trust_domain,
+        "identity": snap.identity.as_deref(),
         "inbound": inbound,
         "services": services,
         "xds": state.xds_status().as_deref().cloned(),

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     admin,
+    authz::AuthzMetrics,
     bootstrap::{RunArgs, Settings},
     conn, inbound,
     listener::{self, DrainControl},
@@ -100,6 +101,7 @@ impl StaticSource {
         settings: &Settings,
         metrics: &Metrics,
         resilience: &ResilienceMetrics,
+        authz: &AuthzMetrics,
         prev: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
         let text = std::fs::read_to_string(&self.path)
@@ -111,6 +113,8 @@ impl StaticSource {
             metrics,
             resilience,
             tls: None,
+            authz,
+            policies_selected: false,
             workload: self
                 .workload
                 .as_deref()
@@ -126,6 +130,7 @@ impl StaticSource {
             &state.settings,
             &state.metrics,
             &state.resilience,
+            &state.authz,
             Some(&prev),
         ) {
             Ok(next) => {
@@ -167,6 +172,7 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
     let settings = Settings::from_args(&args);
     let mut metrics = Metrics::new();
     let resilience = ResilienceMetrics::register(metrics.registry_mut());
+    let authz = AuthzMetrics::register(metrics.registry_mut());
     // Identity: xDS mode with a token to prove who this proxy is.
     let certify = match (&source, &args.token_file) {
         (Source::Xds(cfg), Some(token_file)) => {
@@ -194,20 +200,24 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
     };
     let metrics = Arc::new(metrics);
     let (first, mut static_source, xds) = match source {
-        Source::Static(mut source) => match source.load(&settings, &metrics, &resilience, None) {
-            Ok(snap) => {
-                metrics.reload(ReloadResult::Ok);
-                (snap, Some(source), None)
+        Source::Static(mut source) => {
+            match source.load(&settings, &metrics, &resilience, &authz, None) {
+                Ok(snap) => {
+                    metrics.reload(ReloadResult::Ok);
+                    (snap, Some(source), None)
+                }
+                Err(e) => {
+                    metrics.reload(ReloadResult::Failed);
+                    error!(error = %e, "invalid config");
+                    return ExitCode::FAILURE;
+                }
             }
-            Err(e) => {
-                metrics.reload(ReloadResult::Failed);
-                error!(error = %e, "invalid config");
-                return ExitCode::FAILURE;
-            }
-        },
+        }
         Source::Xds(cfg) => (Snapshot::empty(), None, Some(cfg)),
     };
-    let state = Arc::new(State::new(first, settings, metrics, resilience, logs));
+    let state = Arc::new(State::new(
+        first, settings, metrics, resilience, authz, logs,
+    ));
     if let Some((tls, cfg)) = certify {
         state.set_tls(tls.clone());
         tokio::spawn(tls::certify::run(cfg, tls));

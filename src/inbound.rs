@@ -12,7 +12,10 @@ use http::request::Parts;
 use prometheus_client::metrics::counter::Counter;
 use skiff_api::model::MtlsMode;
 
+use tracing::{debug, info};
+
 use crate::{
+    authz::{self, AuthzError},
     cluster::Cluster,
     conn::Side,
     http::{Handler, ProxyError},
@@ -28,12 +31,14 @@ use crate::{
 /// and who the client proved to be.
 pub struct Inbound {
     redirected: Option<Route>,
-    peer: OnceLock<Peer>,
+    /// The app port a redirected connection was for (authorization's `ports`).
+    redirected_port: Option<u16>,
+    peer: OnceLock<Client>,
     tls_metrics: Option<TlsMetrics>,
 }
 
 /// The client of one inbound connection.
-struct Peer {
+struct Client {
     /// Its SPIFFE ID; `None`: unauthenticated (plaintext under permissive).
     identity: Option<Arc<str>>,
     /// Its series of `skiff_inbound_peer_requests_total`.
@@ -48,6 +53,7 @@ impl Inbound {
         if dst == local {
             return Inbound {
                 redirected: None,
+                redirected_port: None,
                 peer: OnceLock::new(),
                 tls_metrics,
             };
@@ -67,6 +73,7 @@ impl Inbound {
         });
         Inbound {
             redirected: Some(Route::fallback(DEFAULT_ROUTE, cluster, stats)),
+            redirected_port: Some(app.port()),
             peer: OnceLock::new(),
             tls_metrics,
         }
@@ -81,6 +88,40 @@ impl Inbound {
         if let Some(p) = self.peer.get() {
             p.requests.inc();
         }
+    }
+
+    /// Authorization of one request (`method` and `path`) or one TCP connection (neither).
+    fn decide(
+        &self,
+        snap: &Snapshot,
+        method: Option<&str>,
+        path: Option<&str>,
+    ) -> Result<(), AuthzError> {
+        self.count_peer();
+        let Some(ib) = snap.inbound.as_ref() else {
+            return Ok(());
+        };
+        if ib.authz.is_empty() {
+            return Ok(());
+        }
+        let port = self.redirected_port.unwrap_or(ib.app.port());
+        let req = authz::Request { method, path, port };
+        let peer = authz::Peer::from(self.peer_identity().map(|p| &**p));
+        let decision = ib.authz.decide(peer, &req);
+        if let Some(audit) = decision.audit().filter(|v| !v.is_allowed()) {
+            info!(
+                peer = ?peer,
+                method,
+                path,
+                port,
+                policy = audit.policy().unwrap_or("none allows it"),
+                enforced = decision.enforced().as_str(),
+                "authorization audit: would deny"
+            );
+        }
+        decision.check().inspect_err(|e| {
+            debug!(peer = ?peer, method, path, port, error = %e, "authorization denied");
+        })
     }
 
     fn route<'a>(&'a self, snap: &'a Snapshot) -> Option<&'a Route> {
@@ -105,9 +146,8 @@ impl Handler for Inbound {
         snap.inbound.as_ref()?.limiter.as_ref()
     }
 
-    fn authorize(&self, _snap: &Snapshot, _parts: &Parts) -> Result<(), ProxyError> {
-        self.count_peer();
-        Ok(())
+    fn authorize(&self, snap: &Snapshot, parts: &Parts) -> Result<(), ProxyError> {
+        Ok(self.decide(snap, Some(parts.method.as_str()), Some(parts.uri.path()))?)
     }
 }
 
@@ -144,11 +184,10 @@ impl Side for Inbound {
             return;
         };
         let requests = metrics.peer(identity.as_deref());
-        let _ = self.peer.set(Peer { identity, requests });
+        let _ = self.peer.set(Client { identity, requests });
     }
 
-    fn admit_tcp(&self, _state: &State, _dst: SocketAddr) -> bool {
-        self.count_peer();
-        true
+    fn admit_tcp(&self, state: &State, _dst: SocketAddr) -> bool {
+        self.decide(&state.snapshot(), None, None).is_ok()
     }
 }

@@ -19,6 +19,7 @@ use skiff_api::{
 };
 
 use crate::{
+    authz::{AuthzMetrics, Policies, applying_to},
     balance::{Endpoint, EndpointSet},
     bootstrap::Settings,
     cluster::Cluster,
@@ -78,6 +79,8 @@ pub struct Inbound {
     pub app: SocketAddr,
     /// `inbound.mtls`: what a client must speak.
     pub mtls: MtlsMode,
+    /// The authorization policies that apply to this workload.
+    pub authz: Policies,
     pub route: Route,
     /// `rateLimit`: inbound requests beyond it get 429.
     pub limiter: Option<RateLimiter>,
@@ -108,6 +111,10 @@ pub struct CompileContext<'a> {
     pub workload: Option<(&'a str, &'a str)>,
     /// Mesh TLS, when this proxy has an identity: meshed endpoints are reached through it.
     pub tls: Option<&'a Arc<MeshTls>>,
+    pub authz: &'a AuthzMetrics,
+    /// xDS: the control plane sent only the authorization policies that apply to this
+    /// workload (their target services need not be held). Static mode selects them here.
+    pub policies_selected: bool,
     pub version: String,
 }
 
@@ -299,6 +306,11 @@ impl Snapshot {
                         listen: ib.listen,
                         app: ib.app,
                         mtls: ib.mtls,
+                        authz: if cx.policies_selected {
+                            Policies::compile(&mesh.authorization, cx.authz)
+                        } else {
+                            Policies::compile(applying_to(mesh, namespace, name), cx.authz)
+                        },
                         route: Route::fallback(
                             DEFAULT_ROUTE,
                             cluster,

@@ -14,6 +14,7 @@ use std::{
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::{
+    authz::AuthzMetrics,
     bootstrap::Settings,
     cluster::Cluster,
     ondemand::OnDemand,
@@ -37,6 +38,7 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Resilience's own families (retries, breakers, outliers, rate limits, faults).
     pub resilience: ResilienceMetrics,
+    pub authz: AuthzMetrics,
     pub logs: LogControl,
     last_error: ArcSwapOption<String>,
     listening: AtomicBool,
@@ -71,6 +73,7 @@ impl State {
         settings: Settings,
         metrics: Arc<Metrics>,
         resilience: ResilienceMetrics,
+        authz: AuthzMetrics,
         logs: LogControl,
     ) -> Self {
         let unrouted_outbound = metrics.route(Direction::Outbound, "unknown", "unknown");
@@ -80,6 +83,7 @@ impl State {
             live: ArcSwap::from_pointee(first),
             settings,
             resilience,
+            authz,
             logs,
             last_error: ArcSwapOption::empty(),
             listening: AtomicBool::new(false),

@@ -589,6 +589,8 @@ impl Client<'_> {
             settings: &self.state.settings,
             metrics: &self.state.metrics,
             resilience: &self.state.resilience,
+            authz: &self.state.authz,
+            policies_selected: true,
             tls: self.state.tls(),
             workload: Some((self.cfg.workload.as_str(), self.cfg.namespace.as_str())),
             version: format!("{generation}:{version}"),

@@ -2,13 +2,12 @@
 //! token, `retry-after` on a rate limit and, for gRPC callers, the matching `grpc-status` in
 //! trailers-only form.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header::HeaderName};
 
 use super::{ProxyBody, RequestError};
 use crate::{
+    authz::AuthzError,
     balance::BalanceError,
     resilience::ResilienceError,
     route::RouteError,
@@ -32,9 +31,8 @@ pub enum ProxyError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Request(#[from] RequestError),
-    /// Authorization denied the request; `policy` names the deciding policy, if one did.
-    #[error("authorization denied ({})", policy.as_deref().unwrap_or("no allow policy matched"))]
-    Unauthorized { policy: Option<Arc<str>> },
+    #[error(transparent)]
+    Authz(#[from] AuthzError),
 }
 
 impl ProxyError {
@@ -73,7 +71,7 @@ impl ProxyError {
                     (S::SERVICE_UNAVAILABLE, "connect-failed")
                 }
             }
-            P::Unauthorized { .. } => (S::FORBIDDEN, "unauthorized"),
+            P::Authz(_) => (S::FORBIDDEN, "unauthorized"),
             P::Upstream(UpstreamError::Http(_)) => (S::BAD_GATEWAY, "upstream-failed"),
             P::Request(RequestError::Malformed { .. }) => (S::BAD_REQUEST, "bad-request"),
             P::Request(RequestError::HeadersTooLarge { .. }) => {
