@@ -22,7 +22,7 @@ use crate::{
     route::Route,
     snapshot::Snapshot,
     state::State,
-    tls::{MeshTls, certify::renewal_point},
+    tls::MeshTls,
 };
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -159,7 +159,7 @@ fn certs(tls: &MeshTls) -> Value {
             "notBefore": rfc3339(c.not_before),
             "notAfter": rfc3339(c.not_after),
             "issuedAt": rfc3339(c.issued_at),
-            "renewAt": rfc3339(renewal_point(c.not_before, c.not_after)),
+            "renewAt": rfc3339(c.renew_at()),
             "chainLength": c.key.cert.len(),
         })
     });

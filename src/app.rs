@@ -173,25 +173,24 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
     let mut metrics = Metrics::new();
     let resilience = ResilienceMetrics::register(metrics.registry_mut());
     let authz = AuthzMetrics::register(metrics.registry_mut());
+    let tls_metrics = TlsMetrics::register(metrics.registry_mut());
     // Identity: xDS mode with a token to prove who this proxy is.
     let certify = match (&source, &args.token_file) {
-        (Source::Xds(cfg), Some(token_file)) => {
-            match MeshTls::new(TlsMetrics::register(metrics.registry_mut())) {
-                Ok(tls) => Some((
-                    Arc::new(tls),
-                    CertifyConfig {
-                        url: cfg.url.clone(),
-                        workload: cfg.workload.clone(),
-                        namespace: cfg.namespace.clone(),
-                        token_file: token_file.clone(),
-                    },
-                )),
-                Err(e) => {
-                    error!(error = %e, "cannot set up mesh TLS");
-                    return ExitCode::FAILURE;
-                }
+        (Source::Xds(cfg), Some(token_file)) => match MeshTls::new(tls_metrics.clone()) {
+            Ok(tls) => Some((
+                Arc::new(tls),
+                CertifyConfig {
+                    url: cfg.url.clone(),
+                    workload: cfg.workload.clone(),
+                    namespace: cfg.namespace.clone(),
+                    token_file: token_file.clone(),
+                },
+            )),
+            Err(e) => {
+                error!(error = %e, "cannot set up mesh TLS");
+                return ExitCode::FAILURE;
             }
-        }
+        },
         (Source::Static(_), Some(_)) => {
             warn!("--token-file is ignored in static mode: there is no mesh CA, so no mTLS");
             None
@@ -216,7 +215,13 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         Source::Xds(cfg) => (Snapshot::empty(), None, Some(cfg)),
     };
     let state = Arc::new(State::new(
-        first, settings, metrics, resilience, authz, logs,
+        first,
+        settings,
+        metrics,
+        resilience,
+        authz,
+        tls_metrics,
+        logs,
     ));
     if let Some((tls, cfg)) = certify {
         state.set_tls(tls.clone());

@@ -62,10 +62,17 @@ pub async fn serve<S: Side>(acc: Accepted, state: Arc<State>, side: Arc<S>) {
     let snap = state.snapshot();
     // Identity on and a mode that terminates mesh TLS: the inbound side under permissive
     // or strict.
-    let mesh = match (side.mtls(&snap), state.tls()) {
+    let mode = side.mtls(&snap);
+    let mesh = match (mode, state.tls()) {
         (Some(mode), Some(tls)) if mode != MtlsMode::Disabled => Some((mode, tls.clone())),
         _ => None,
     };
+    if mode == Some(MtlsMode::Strict) && mesh.is_none() {
+        // Strict with no identity to terminate mTLS with: nothing can qualify. Fail closed.
+        state.tls_metrics.refused("no-identity");
+        debug!(%dst, "strict mTLS but this proxy has no identity: connection refused");
+        return;
+    }
     let settings = &state.settings;
     let skip = side.is_opaque(&state, &snap, dst);
     drop(snap);
@@ -89,6 +96,7 @@ pub async fn serve<S: Side>(acc: Accepted, state: Arc<State>, side: Arc<S>) {
     };
     let outcome = count_detection(&state, found, skip, dst);
     let Some((mode, tls)) = mesh else {
+        side.set_peer(None);
         return dispatch(stream, found, prefix, &state, side, drain, dst).await;
     };
     if found == Some(Detected::Tls) {
@@ -132,7 +140,7 @@ pub async fn serve<S: Side>(acc: Accepted, state: Arc<State>, side: Arc<S>) {
                 return dispatch(tls_stream, found, prefix, &state, side, drain, dst).await;
             }
             Hello::Other | Hello::NeedMore if mode == MtlsMode::Strict => {
-                tls.metrics.refused("non-mesh-tls");
+                state.tls_metrics.refused("non-mesh-tls");
                 debug!(%dst, "strict mTLS: TLS that is not mesh TLS refused");
                 return;
             }
@@ -153,7 +161,7 @@ pub async fn serve<S: Side>(acc: Accepted, state: Arc<State>, side: Arc<S>) {
         }
     }
     if mode == MtlsMode::Strict {
-        tls.metrics.refused("plaintext");
+        state.tls_metrics.refused("plaintext");
         debug!(%dst, ?outcome, "strict mTLS: plaintext connection refused");
         return;
     }

@@ -34,7 +34,7 @@ pub struct Inbound {
     /// The app port a redirected connection was for (authorization's `ports`).
     redirected_port: Option<u16>,
     peer: OnceLock<Client>,
-    tls_metrics: Option<TlsMetrics>,
+    tls_metrics: TlsMetrics,
 }
 
 /// The client of one inbound connection.
@@ -49,7 +49,7 @@ impl Inbound {
     /// A connection whose original destination is not the listener itself was redirected:
     /// the app listens on that port on loopback (the pod's own port).
     pub fn new(state: &State, dst: SocketAddr, local: SocketAddr) -> Self {
-        let tls_metrics = state.tls().map(|t| t.metrics.clone());
+        let tls_metrics = state.tls_metrics.clone();
         if dst == local {
             return Inbound {
                 redirected: None,
@@ -117,7 +117,7 @@ impl Inbound {
             info!(
                 peer = ?peer,
                 method,
-                path,
+                path = req.path,
                 port,
                 policy = audit.policy().unwrap_or("none allows it"),
                 enforced = decision.enforced().as_str(),
@@ -125,7 +125,7 @@ impl Inbound {
             );
         }
         decision.check().inspect_err(|e| {
-            debug!(peer = ?peer, method, path, port, error = %e, "authorization denied");
+            debug!(peer = ?peer, method, path = req.path, port, error = %e, "authorization denied");
         })
     }
 
@@ -185,10 +185,7 @@ impl Side for Inbound {
     }
 
     fn set_peer(&self, identity: Option<Arc<str>>) {
-        let Some(metrics) = &self.tls_metrics else {
-            return;
-        };
-        let requests = metrics.peer(identity.as_deref());
+        let requests = self.tls_metrics.peer(identity.as_deref());
         let _ = self.peer.set(Client { identity, requests });
     }
 

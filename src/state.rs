@@ -21,7 +21,7 @@ use crate::{
     resilience::ResilienceMetrics,
     snapshot::Snapshot,
     telemetry::{DetectStats, Direction, LogControl, Metrics, RouteStats, TcpStats},
-    tls::MeshTls,
+    tls::{MeshTls, TlsMetrics},
 };
 
 /// The addresses the listeners actually bound.
@@ -39,6 +39,9 @@ pub struct State {
     /// Resilience's own families (retries, breakers, outliers, rate limits, faults).
     pub resilience: ResilienceMetrics,
     pub authz: AuthzMetrics,
+    /// Identity's metric families, registered with or without an identity (inbound peers
+    /// and mTLS refusals are counted either way).
+    pub tls_metrics: TlsMetrics,
     pub logs: LogControl,
     last_error: ArcSwapOption<String>,
     listening: AtomicBool,
@@ -74,6 +77,7 @@ impl State {
         metrics: Arc<Metrics>,
         resilience: ResilienceMetrics,
         authz: AuthzMetrics,
+        tls_metrics: TlsMetrics,
         logs: LogControl,
     ) -> Self {
         let unrouted_outbound = metrics.route(Direction::Outbound, "unknown", "unknown");
@@ -84,6 +88,7 @@ impl State {
             settings,
             resilience,
             authz,
+            tls_metrics,
             logs,
             last_error: ArcSwapOption::empty(),
             listening: AtomicBool::new(false),

@@ -201,11 +201,26 @@ impl EndpointPool {
         breaker: &Breaker,
         inner: Inner,
     ) -> Result<(UpstreamIo, ConnGuard), ConnectError> {
-        let (tcp, guard) = self.connect_tcp(breaker).await?;
-        let Some(mesh) = self.mesh.as_ref().filter(|m| m.tls.is_ready()) else {
-            return Ok((Either::Left(tcp), guard));
-        };
         let addr = self.addr;
+        let mesh = match &self.mesh {
+            Some(m) if m.tls.is_ready() => m,
+            // Identity on and the mesh has a CA, but no certificate yet: never plaintext to a
+            // meshed peer (a strict one would refuse it, a permissive one would not know us).
+            Some(m) if !m.tls.anchors().der.is_empty() => {
+                return Err(ConnectError::Tls {
+                    addr,
+                    source: TlsError::NoCertificate,
+                });
+            }
+            // No identity here, or a mesh without a CA: plaintext.
+            _ => {
+                return self
+                    .connect_tcp(breaker)
+                    .await
+                    .map(|(t, g)| (Either::Left(t), g));
+            }
+        };
+        let (tcp, guard) = self.connect_tcp(breaker).await?;
         match tokio::time::timeout(
             self.connect_timeout,
             mesh.tls.connect(tcp, inner, &mesh.identity),

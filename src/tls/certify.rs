@@ -38,25 +38,28 @@ pub enum Step {
 }
 
 /// The loop's decision: no certificate, one for another identity, or one past the renewal
-/// point means asking now; otherwise wait until that point. Pure, for tests.
+/// point means asking now; otherwise wait until that point. `held` is the certificate's
+/// SPIFFE ID, usable-from time and `notAfter`. Pure, for tests.
 pub fn plan(now: SystemTime, held: Option<(&str, SystemTime, SystemTime)>, wanted: &str) -> Step {
-    let Some((id, not_before, not_after)) = held else {
+    let Some((id, start, not_after)) = held else {
         return Step::Certify;
     };
     if id != wanted {
         return Step::Certify;
     }
-    let at = renewal_point(not_before, not_after);
+    let at = renewal_point(start, not_after);
     match at.duration_since(now) {
         Ok(left) if !left.is_zero() => Step::Wait(left),
         _ => Step::Certify,
     }
 }
 
-/// `not_before` + 70 % of the lifetime.
-pub fn renewal_point(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
-    let life = not_after.duration_since(not_before).unwrap_or_default();
-    not_before + life.mul_f64(RENEW_AT)
+/// `start` + 70 % of the time from `start` to `not_after`. `start` is when the certificate
+/// became usable here ([`super::Certified::renew_at`]): the CA backdates `notBefore` for clock
+/// skew, which must not count as lifetime already spent.
+pub fn renewal_point(start: SystemTime, not_after: SystemTime) -> SystemTime {
+    let life = not_after.duration_since(start).unwrap_or_default();
+    start + life.mul_f64(RENEW_AT)
 }
 
 /// Why one certificate request failed.
@@ -96,7 +99,7 @@ pub async fn run(cfg: CertifyConfig, tls: Arc<MeshTls>) {
         let step = plan(
             SystemTime::now(),
             held.as_deref()
-                .map(|c| (&*c.spiffe_id, c.not_before, c.not_after)),
+                .map(|c| (&*c.spiffe_id, c.usable_from(), c.not_after)),
             &id,
         );
         let wait = match step {
@@ -208,6 +211,27 @@ mod tests {
         assert_eq!(
             plan(start + Duration::from_secs(500), Some((ID, start, end)), ID),
             Step::Certify
+        );
+    }
+
+    #[test]
+    fn a_backdated_not_before_does_not_count_as_spent_lifetime() {
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        // A 30 s certificate whose notBefore the CA set 60 s back.
+        let not_before = issued - Duration::from_secs(60);
+        let not_after = issued + Duration::from_secs(30);
+        let start = not_before.max(issued);
+        assert_eq!(
+            renewal_point(start, not_after),
+            issued + Duration::from_secs(21)
+        );
+        assert_eq!(
+            plan(
+                issued + Duration::from_secs(1),
+                Some((ID, start, not_after)),
+                ID
+            ),
+            Step::Wait(Duration::from_secs(20))
         );
     }
 

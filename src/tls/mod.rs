@@ -150,6 +150,18 @@ pub struct Certified {
     pub issued_at: SystemTime,
 }
 
+impl Certified {
+    /// From when the lifetime counts for renewal: receipt, or `notBefore` if that is later.
+    pub fn usable_from(&self) -> SystemTime {
+        self.not_before.max(self.issued_at)
+    }
+
+    /// When the certificate task renews it (70 % of the usable lifetime).
+    pub fn renew_at(&self) -> SystemTime {
+        certify::renewal_point(self.usable_from(), self.not_after)
+    }
+}
+
 /// The trust anchors in force.
 #[derive(Debug)]
 pub struct Anchors {
