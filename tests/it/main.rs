@@ -15,6 +15,7 @@ mod http1;
 mod http2;
 mod malformed;
 mod metrics;
+mod mtls;
 mod redirect;
 mod reload;
 mod resilience;

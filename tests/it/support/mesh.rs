@@ -8,7 +8,9 @@ use std::{path::PathBuf, time::Duration};
 use skiff_xds::serve::{IdentityArgs, Running, ServeArgs};
 
 use super::{
+    STEP, client,
     control_plane::replace_file,
+    eventually,
     proxy::{Proxy, ProxyBuilder},
 };
 
@@ -77,6 +79,30 @@ impl MeshCa {
     /// Replaces the mesh file (a ConfigMap-style edit the control plane picks up).
     pub fn set_mesh(&self, mesh: &str) {
         replace_file(&self.mesh_path(), mesh);
+    }
+
+    /// The control plane's `/proxies` report: `configVersion`, `lastError`, `proxies`.
+    pub async fn proxies_report(&self) -> serde_json::Value {
+        let r = client::send_h1(self.cp.admin_addr, client::get("admin", "/proxies")).await;
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("/proxies is not JSON: {e}: {}", r.text()))
+    }
+
+    /// Replaces the mesh file and returns once the control plane serves the new version
+    /// (services are fetched on demand, so a proxy's next lookup gets the edit).
+    pub async fn set_mesh_and_wait(&self, mesh: &str) {
+        let before = self.proxies_report().await["configVersion"].clone();
+        self.set_mesh(mesh);
+        eventually("the control plane takes the mesh edit", STEP, || async {
+            let report = self.proxies_report().await;
+            assert!(
+                report["lastError"].is_null(),
+                "the control plane refused the edit: {}",
+                report["lastError"]
+            );
+            report["configVersion"] != before
+        })
+        .await;
     }
 
     /// A sidecar for `workload` proving itself with its token (`with_token: false`: no

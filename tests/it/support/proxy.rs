@@ -4,7 +4,7 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
     time::Duration,
 };
@@ -30,6 +30,8 @@ pub struct ProxyBuilder {
     workload: Option<(String, String)>,
     args: Vec<String>,
     xds: Option<String>,
+    env: Vec<(String, String)>,
+    current_dir: Option<PathBuf>,
 }
 
 impl ProxyBuilder {
@@ -39,6 +41,8 @@ impl ProxyBuilder {
             workload: None,
             args: Vec::new(),
             xds: None,
+            env: Vec::new(),
+            current_dir: None,
         }
     }
 
@@ -63,7 +67,29 @@ impl ProxyBuilder {
         self
     }
 
+    /// Sets an environment variable of the process, e.g. `.env("TMPDIR", dir)`. Default: the
+    /// test's own environment.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs the process in `dir`. Default: the test's working directory.
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.current_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Starts the proxy and returns once `/ready` says 200.
     pub async fn start(self) -> Proxy {
+        let proxy = self.spawn().await;
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// Starts the proxy and returns once its startup line is read (listeners bound, a first
+    /// config applied), without waiting for `/ready`: for proxies a test expects not ready.
+    pub async fn spawn(self) -> Proxy {
         let dir = tempfile::Builder::new()
             .prefix("skiff-it-")
             .tempdir()
@@ -91,6 +117,10 @@ impl ProxyBuilder {
             cmd.args(["--workload", name, "--namespace", ns]);
         }
         cmd.args(&self.args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(cwd) = &self.current_dir {
+            cmd.current_dir(cwd);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -107,7 +137,7 @@ impl ProxyBuilder {
             inbound: unbound(),
             stderr_path,
             mesh_path,
-            _dir: dir,
+            dir,
         };
         let line = match first {
             Ok(Ok(Some(line))) => line,
@@ -124,7 +154,6 @@ impl ProxyBuilder {
         proxy.admin = addrs.admin;
         proxy.outbound = addrs.outbound;
         proxy.inbound = addrs.inbound;
-        proxy.wait_ready().await;
         proxy
     }
 }
@@ -218,7 +247,7 @@ pub struct Proxy {
     pub inbound: SocketAddr,
     stderr_path: PathBuf,
     mesh_path: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Proxy {
@@ -230,6 +259,11 @@ impl Proxy {
     pub fn pid(&self) -> i32 {
         let pid = self.child.id().expect("skiff has not been reaped");
         i32::try_from(pid).expect("pids fit in i32")
+    }
+
+    /// The test-side directory of this proxy: its mesh file and its stderr log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// What the proxy has written to stderr so far.
