@@ -28,7 +28,7 @@ use tokio_rustls::client::TlsStream;
 use crate::{
     io::Either,
     resilience::{Breaker, ConnGuard, Overflow, ReplayBody},
-    tls::{Inner, MeshTls, TlsError},
+    tls::{Inner, MeshTls, Side, TlsError},
 };
 
 /// A connection to an endpoint: plaintext, or mesh TLS to its identity.
@@ -207,10 +207,11 @@ impl EndpointPool {
             // Identity on and the mesh has a CA, but no certificate yet: never plaintext to a
             // meshed peer (a strict one would refuse it, a permissive one would not know us).
             Some(m) if !m.tls.anchors().der.is_empty() => {
-                return Err(ConnectError::Tls {
-                    addr,
-                    source: TlsError::NoCertificate,
-                });
+                let source = TlsError::NoCertificate;
+                m.tls
+                    .metrics
+                    .handshake(Side::Outbound, Some(source.reason()));
+                return Err(ConnectError::Tls { addr, source });
             }
             // No identity here, or a mesh without a CA: plaintext.
             _ => {
