@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod authz;
 mod balance;
 mod curl;
 mod demo;
@@ -18,6 +19,7 @@ mod metrics;
 mod redirect;
 mod reload;
 mod resilience;
+mod rotation;
 mod routing;
 mod sidecars;
 mod tcp;
