@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod authz;
 mod balance;
 mod curl;
 mod demo;
@@ -19,6 +20,7 @@ mod mtls;
 mod redirect;
 mod reload;
 mod resilience;
+mod rotation;
 mod routing;
 mod sidecars;
 mod tcp;
