@@ -104,3 +104,41 @@ async fn a_certificate_from_another_ca_with_the_mesh_ca_name_is_refused() {
     })
     .await;
 }
+
+/// With a retry policy on connect failures, an endpoint that failed to prove its identity is
+/// not dialled again by the same request: the one impostor sees one connection, and the
+/// client still gets 502 `peer-identity-mismatch`.
+#[tokio::test]
+async fn an_endpoint_that_failed_its_identity_is_not_dialled_again_by_a_retry() {
+    let app: std::net::SocketAddr = "127.0.0.1:2".parse().expect("literal");
+    let with_retry = |listen: &str| {
+        pair_mesh("auto", listen, app, "strict").replace(
+            "    endpoints:\n",
+            "    routes:\n      - name: retried\n        \
+             retry: { attempts: 3, retryOn: [connect-failure], backoff: { base: 1ms, max: 2ms } }\n    \
+             endpoints:\n",
+        )
+    };
+    let mesh = MeshCa::start(&with_retry(PLACEHOLDER), &[CLIENT, SERVER], None).await;
+    let impostor = TlsEchoServer::start(
+        Signer::mesh(&mesh.ca_dir()).leaf(&spiffe("ratings"), false),
+        &[b"http/1.1", b"h2", MESH_ALPN],
+    )
+    .await;
+    mesh.set_mesh_and_wait(&with_retry(&impostor.addr().to_string()))
+        .await;
+    let client_side = mesh.sidecar(CLIENT, true).await;
+
+    let r = client::send_h1(client_side.outbound, client::get(SERVICE, "/secret")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
+    assert_eq!(r.reason(), Some("peer-identity-mismatch"), "{r:?}");
+    assert_eq!(impostor.accepted(), 1, "one dial, however many attempts");
+    let m = client_side.metric_values().await;
+    assert_eq!(
+        m.sum(
+            HANDSHAKES,
+            &[("direction", "outbound"), ("reason", "identity-mismatch")]
+        ),
+        1.0
+    );
+}
