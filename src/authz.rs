@@ -11,8 +11,11 @@ use prometheus_client::{
 };
 use skiff_api::model::{self, AuthorizationPolicy, AuthzAction, AuthzMode, MeshFile};
 
+mod path;
 #[cfg(test)]
 mod tests;
+
+pub use path::normalize as normalize_path;
 
 /// The `from` entry for a peer that presented no mesh certificate.
 const UNAUTHENTICATED: &str = "unauthenticated";

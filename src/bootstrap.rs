@@ -37,7 +37,9 @@ pub struct RunArgs {
     /// proxy reconnects. Default: 10s.
     #[arg(long, env = "SKIFF_XDS_KEEPALIVE", default_value = "10s")]
     pub xds_keepalive: Dur,
-    /// Bootstrap token proving the workload's identity to the control plane.
+    /// xDS mode: a file holding this workload's bootstrap token (surrounding whitespace
+    /// trimmed; read again at every renewal). With it the proxy gets a SPIFFE certificate from
+    /// the control plane's CA and speaks mutual TLS with meshed peers; without it, plaintext.
     #[arg(long, env = "SKIFF_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Admin listener: /ready, /live, /metrics, /config_dump, /logging. Default: 127.0.0.1:15000.

@@ -105,7 +105,12 @@ impl Inbound {
             return Ok(());
         }
         let port = self.redirected_port.unwrap_or(ib.app.port());
-        let req = authz::Request { method, path, port };
+        let normal = path.map(authz::normalize_path);
+        let req = authz::Request {
+            method,
+            path: normal.as_deref(),
+            port,
+        };
         let peer = authz::Peer::from(self.peer_identity().map(|p| &**p));
         let decision = ib.authz.decide(peer, &req);
         if let Some(audit) = decision.audit().filter(|v| !v.is_allowed()) {

@@ -99,6 +99,8 @@ pub async fn forward(
         per_try: route.per_try_timeout,
         grpc,
         source: RequestSource::new(parts, body, route.retry.as_ref(), upstream),
+        untrusted: Tried::default(),
+        untrusted_error: None,
     };
     let Finished { result, attempts } = resilience::run(&plan, &mut attempt).await;
     let mut rsp = result.unwrap_or_else(|e| failed(&e, grpc));
@@ -216,6 +218,10 @@ struct HttpAttempt<'a> {
     per_try: Option<Duration>,
     grpc: bool,
     source: RequestSource,
+    /// Endpoints that could not prove their identity to this request: never picked again by
+    /// it (a retry that lands on one fails at once with the same error).
+    untrusted: Tried,
+    untrusted_error: Option<ConnectError>,
 }
 
 /// A send that got no response.
@@ -235,6 +241,11 @@ impl Attempt for HttpAttempt<'_> {
             Ok(p) => p,
             Err(e) => return local(e.into()),
         };
+        if self.untrusted.contains(pick.index)
+            && let Some(e) = &self.untrusted_error
+        {
+            return local(UpstreamError::Connect(e.clone()).into());
+        }
         let Some(req) = self.source.take() else {
             // The loop asks `can_replay` before every retry; a first attempt always has one.
             return local(
@@ -304,6 +315,13 @@ impl HttpAttempt<'_> {
     fn failed(&mut self, pick: &Pick, e: SendError) -> Outcome<Response<ProxyBody>, ProxyError> {
         if let Some(r) = e.unsent {
             self.source.put_back(r);
+        }
+        if let ProxyError::Upstream(UpstreamError::Connect(c @ ConnectError::Tls { source, .. })) =
+            &e.error
+            && source.is_identity_failure()
+        {
+            self.untrusted.add(pick.index);
+            self.untrusted_error = Some(c.clone());
         }
         self.cluster.observe(pick, Observed::Failed(e.failure));
         Outcome::Failed {

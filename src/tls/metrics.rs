@@ -85,7 +85,7 @@ impl TlsMetrics {
         );
         reg.register(
             "skiff_inbound_refused_connections",
-            "Inbound connections refused by mTLS mode (reason: plaintext, non-mesh-tls, no-identity)",
+            "Inbound connections refused by mTLS mode (reason: plaintext, non-mesh-tls)",
             m.refused.clone(),
         );
         TlsMetrics(Arc::new(m))

@@ -86,6 +86,38 @@ async fn demo_mesh_serves_web_and_splits_reviews() {
     assert_eq!(web.served_by(), Some("web-v1"), "{web:?}");
     assert_eq!(web.text(), "web v1\n");
 
+    // Identity is on: the sidecars hold certificates from the demo's CA, the hop to web-v1
+    // was mutual TLS with the client's identity, and reviews is read-only.
+    let web_sc = demo
+        .sidecars()
+        .find(|sc| sc.workload == "web-v1")
+        .expect("a web-v1 sidecar");
+    let certs = client::send_h1(web_sc.admin, client::get("localhost", "/certs")).await;
+    let certs: serde_json::Value = serde_json::from_str(&certs.text()).expect("/certs is JSON");
+    assert_eq!(
+        certs["certificate"]["spiffeId"], "spiffe://cluster.local/ns/default/sa/web",
+        "{certs}"
+    );
+    let m = client::Metrics::parse(
+        &client::send_h1(web_sc.admin, client::get("localhost", "/metrics"))
+            .await
+            .text(),
+    )
+    .expect("metrics parse");
+    assert!(
+        m.sum(
+            "skiff_inbound_peer_requests_total",
+            &[(
+                "peer_identity",
+                "spiffe://cluster.local/ns/default/sa/client"
+            )]
+        ) >= 1.0,
+        "web-v1 saw the client's identity"
+    );
+    let post = client::send_h1(outbound, client::post(SPLIT_SERVICE, "/echo", "hi")).await;
+    assert_eq!(post.status, StatusCode::FORBIDDEN, "{post:?}");
+    assert_eq!(post.reason(), Some("unauthorized"));
+
     let served_by = split(outbound, SPLIT_REQUESTS).await;
     let backends: Vec<&str> = served_by.keys().map(String::as_str).collect();
     assert_eq!(

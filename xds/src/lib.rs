@@ -3,6 +3,7 @@
 //! validates a mesh file and `demo` runs a whole demo mesh on loopback.
 
 pub mod admin;
+pub mod ca;
 pub mod check;
 pub mod demo;
 pub mod metrics;

@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the mesh file to proxies over gRPC, reloading it when it changes.
-    Serve(skiff_xds::serve::ServeArgs),
+    Serve(skiff_xds::serve::ServeCommand),
     /// Show every proxy connected to a running control plane and whether it is in sync.
     Status(skiff_xds::status::StatusArgs),
     /// Validate a mesh file: exit 0 with a summary, or exit 1 naming every bad field.

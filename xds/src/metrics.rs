@@ -86,3 +86,38 @@ impl Metrics {
             .clone()
     }
 }
+
+/// The mesh CA's metrics, registered only when the control plane runs with a CA.
+#[derive(Clone, Debug, Default)]
+pub struct CaMetrics {
+    certificates: Family<ResultLabels, Counter>,
+    /// Unix seconds; `Gauge` holds an `i64`, enough for any X.509 date.
+    pub anchor_expiration: Gauge,
+}
+
+impl CaMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = CaMetrics::default();
+        registry.register(
+            "skiff_xds_ca_certificates",
+            "Certify calls answered, by result: issued or refused",
+            m.certificates.clone(),
+        );
+        registry.register(
+            "skiff_xds_ca_anchor_expiration_timestamp_seconds",
+            "When the trust anchor the CA signs under expires (Unix seconds)",
+            m.anchor_expiration.clone(),
+        );
+        m.certificate(true);
+        m.certificate(false);
+        m
+    }
+
+    pub fn certificate(&self, issued: bool) -> Counter {
+        self.certificates
+            .get_or_create(&ResultLabels {
+                result: if issued { "issued" } else { "refused" },
+            })
+            .clone()
+    }
+}

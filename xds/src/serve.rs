@@ -1,18 +1,28 @@
-//! `skiff-xds serve`: loads the mesh file, binds the gRPC and admin ports, prints the
-//! `skiff-xds listening grpc=ADDR admin=ADDR` line, then serves until Ctrl-C or SIGTERM.
-//! Only wiring: the parts live in `source`, `server` and `admin`.
+//! `skiff-xds serve`: loads the mesh file and the CA, binds the gRPC and admin ports, prints
+//! the `skiff-xds listening grpc=ADDR admin=ADDR` line, then serves until Ctrl-C or SIGTERM.
+//! Only wiring: the parts live in `source`, `server`, `ca` and `admin`.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::{
     admin::{self, AdminState},
-    metrics::Metrics,
+    ca::{Ca, CaOptions, IdentityService, fingerprints},
+    metrics::{CaMetrics, Metrics},
     server::{DiscoveryService, Registry},
     source::{ConfigStore, file},
 };
+
+/// Every flag of `skiff-xds serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    pub args: ServeArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -27,7 +37,51 @@ pub struct ServeArgs {
     pub admin_addr: SocketAddr,
 }
 
-pub fn main(args: ServeArgs) -> ExitCode {
+/// The mesh CA's flags. `Default` is identity off (what [`start`] uses).
+#[derive(clap::Args, Debug, Clone)]
+pub struct IdentityArgs {
+    /// The mesh CA's directory: `ca.crt` + `ca.key` sign; `root.crt`, if present, is the
+    /// anchor above an intermediate `ca.crt`; `trust-anchors.crt` adds anchors (rotation).
+    /// Created (0700, with a self-signed anchor, key 0600) when absent; re-read when its
+    /// files change. Default: none, identity off (Certify answers FAILED_PRECONDITION).
+    #[arg(long, env = "SKIFF_XDS_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// YAML map `<namespace>/<workload>: <token>`: the tokens that prove each workload to
+    /// the CA. Secrets, kept apart from the mesh file; re-read when it changes. Default:
+    /// none, every Certify is refused.
+    #[arg(long, env = "SKIFF_XDS_BOOTSTRAP_TOKENS")]
+    pub bootstrap_tokens: Option<PathBuf>,
+    /// Lifetime of issued certificates (`30s`, `24h`; at most a week). Proxies renew at 70 %;
+    /// values of seconds or minutes are for tests and rotation drills. Default: 24h.
+    #[arg(long, env = "SKIFF_XDS_CERT_LIFETIME", default_value = "24h", value_parser = parse_lifetime)]
+    pub cert_lifetime: Duration,
+}
+
+/// What `--cert-lifetime` defaults to.
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for IdentityArgs {
+    fn default() -> Self {
+        IdentityArgs {
+            ca_dir: None,
+            bootstrap_tokens: None,
+            cert_lifetime: DEFAULT_CERT_LIFETIME,
+        }
+    }
+}
+
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let d = text
+        .parse::<skiff_api::Dur>()
+        .map_err(|e| e.to_string())?
+        .get();
+    if d < Duration::from_secs(1) {
+        return Err(format!("{text:?}: a certificate must live at least 1s"));
+    }
+    Ok(d)
+}
+
+pub fn main(command: ServeCommand) -> ExitCode {
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,7 +93,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("skiff-xds: {e:#}");
@@ -67,11 +121,20 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    ca: Option<Arc<Ca>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
+    /// The trust anchors (DER) served now; empty without a CA.
+    pub fn trust_anchors(&self) -> Vec<Vec<u8>> {
+        self.ca
+            .as_ref()
+            .map(|ca| ca.trust_anchors())
+            .unwrap_or_default()
+    }
+
     /// Stops accepting, ends every open stream with `UNAVAILABLE` (proxies reconnect with
     /// backoff) and waits up to `STOP_GRACE` for the connections to close.
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -97,8 +160,14 @@ impl Drop for Running {
 }
 
 /// Loads the mesh file, starts watching it, binds both listeners and serves in the
-/// background. Tests use this directly; `serve` adds the startup line and signals.
+/// background, without a CA. Tests use this directly; `serve` adds the startup line and
+/// signals.
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
+    start_with(args, IdentityArgs::default()).await
+}
+
+/// [`start`] with the mesh CA configured by `identity` (the demo and identity tests).
+pub async fn start_with(args: ServeArgs, identity: IdentityArgs) -> anyhow::Result<Running> {
     let mut metrics_registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut metrics_registry);
 
@@ -112,7 +181,13 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         }
     };
     metrics.reload(true).inc();
+    let ca = open_ca(&identity, &mut metrics_registry)?;
     let store = ConfigStore::new(initial);
+    let ca_watch = ca.as_ref().map(|ca| {
+        // Before the first stream can open: every proxy's first MeshSettings has the anchors.
+        store.set_trust_anchors(ca.trust_anchors());
+        ca.watch(store.clone())
+    });
     let watch = file::watch(args.config.clone(), store.clone(), metrics.clone())?;
     let registry = Arc::new(Registry::default());
 
@@ -132,6 +207,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     });
     let admin_task = tokio::spawn(admin::serve(admin, admin_state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let identity = IdentityService::new(ca.clone(), store.clone()).into_server();
     let discovery = DiscoveryService::new(store, registry, metrics, shutdown_rx).into_server();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc_server = tonic::transport::Server::builder()
@@ -139,6 +215,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE))
         .add_service(discovery)
+        .add_service(identity)
         .serve_with_incoming_shutdown(
             // Responses are small and latency matters: no Nagle delay.
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
@@ -149,8 +226,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             },
         );
     let server = tokio::spawn(async move {
-        // The watcher lives as long as the server.
+        // The watchers live as long as the server.
         let _watch = watch;
+        let _ca_watch = ca_watch;
         let result = grpc_server.await;
         admin_task.abort();
         result.context("gRPC server failed")
@@ -159,13 +237,50 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     Ok(Running {
         grpc_addr,
         admin_addr,
+        ca,
         stop: Some(stop_tx),
         server,
     })
 }
 
-async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let running = start(args).await?;
+/// Opens the CA when `--ca-dir` is given, registering its metrics, and says at startup
+/// whether identity is on and which anchors proxies will trust.
+fn open_ca(
+    identity: &IdentityArgs,
+    metrics_registry: &mut prometheus_client::registry::Registry,
+) -> anyhow::Result<Option<Arc<Ca>>> {
+    let Some(dir) = &identity.ca_dir else {
+        if identity.bootstrap_tokens.is_some() {
+            tracing::warn!("--bootstrap-tokens without --ca-dir: ignored");
+        }
+        tracing::info!("identity off (no --ca-dir): Certify answers FAILED_PRECONDITION");
+        return Ok(None);
+    };
+    let options = CaOptions {
+        dir: dir.clone(),
+        bootstrap_tokens: identity.bootstrap_tokens.clone(),
+        cert_lifetime: identity.cert_lifetime,
+    };
+    let (ca, generated) = Ca::open(options, CaMetrics::register(metrics_registry))
+        .context("the mesh CA (--ca-dir, --bootstrap-tokens)")?;
+    tracing::info!(
+        ca_dir = %dir.display(),
+        generated,
+        anchors = %fingerprints(&ca.trust_anchors()),
+        cert_lifetime = ?identity.cert_lifetime,
+        token_workloads = ca.tokens().len(),
+        "identity on"
+    );
+    if identity.bootstrap_tokens.is_none() {
+        tracing::warn!(
+            "no --bootstrap-tokens: no workload can prove itself; every Certify is refused"
+        );
+    }
+    Ok(Some(ca))
+}
+
+async fn run(command: ServeCommand) -> anyhow::Result<()> {
+    let running = start_with(command.args, command.identity).await?;
     println!(
         "skiff-xds listening grpc={} admin={}",
         running.grpc_addr, running.admin_addr

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod control_plane;
 pub mod faulty;
+pub mod mesh;
 pub mod netns;
 pub mod proxy;
 pub mod relay;

@@ -207,6 +207,39 @@ fn instructions(demo: &Demo) -> String {
         "  grpcurl -plaintext -authority echo -import-path {dir} -proto demo.proto \\\n    \
          -d '{{\"message\":\"hi\"}}' {out_addr} skiff.demo.v1.Echo/Unary"
     );
+    if let (Some(web), Some(reviews)) = (
+        demo.sidecars().find(|sc| sc.workload == "web-v1"),
+        demo.sidecars().find(|sc| sc.workload == "reviews-v1"),
+    ) {
+        let _ = writeln!(
+            s,
+            "\nIdentity and mTLS (each sidecar holds a SPIFFE certificate from the control plane's CA;\n\
+             sidecar-to-sidecar traffic is mutual TLS):"
+        );
+        let _ = writeln!(
+            s,
+            "  curl -s http://{}/certs                    # web-v1's certificate, renewal time, trust anchors",
+            web.admin
+        );
+        let _ = writeln!(
+            s,
+            "  curl -s http://{}/metrics | grep -E 'skiff_tls_handshakes|skiff_inbound_peer_requests|skiff_authz'",
+            reviews.admin
+        );
+        let _ = writeln!(
+            s,
+            "  curl -si -X POST -H 'Host: {SPLIT_SERVICE}' http://{out_addr}/echo -d hi   # 403 unauthorized: reviews is read-only"
+        );
+        let _ = writeln!(
+            s,
+            "  curl -si http://{}/            # plaintext straight to web-v1: permissive takes it (unauthenticated)",
+            web.inbound
+        );
+        let _ = writeln!(
+            s,
+            "  sed -i '/- name: web-v1$/,/inbound:/ s/mtls: permissive/mtls: strict/' {mesh}   # now the same curl is refused"
+        );
+    }
     let _ = writeln!(s, "\nInspect:");
     let _ = writeln!(
         s,

@@ -6,6 +6,7 @@
 mod cli;
 mod echo_app;
 mod http_app;
+mod identity;
 mod serve;
 mod sidecar;
 mod topology;
@@ -20,7 +21,7 @@ use anyhow::{Context as _, anyhow};
 use futures_util::future::{select_all, try_join_all};
 use tokio::time::Instant;
 
-use crate::serve::{self as control_plane, ServeArgs};
+use crate::serve::{self as control_plane, IdentityArgs, ServeArgs};
 
 pub use self::{
     cli::{DemoArgs, main},
@@ -146,21 +147,30 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
         grpc_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, opts.xds_port)),
         admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, opts.xds_admin_port)),
     };
-    let cp = control_plane::start(serve_args).await.map_err(|e| {
-        let in_use = e.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
-        });
-        if in_use {
-            e.context(format!(
-                "starting the control plane: 127.0.0.1:{} or 127.0.0.1:{} is taken; \
+    let tokens = identity::write_tokens(&dir, WORKLOADS.iter().map(|w| w.name))
+        .context("writing the demo's bootstrap tokens")?;
+    let identity = IdentityArgs {
+        ca_dir: Some(dir.join(identity::CA_DIR)),
+        bootstrap_tokens: Some(tokens),
+        ..IdentityArgs::default()
+    };
+    let cp = control_plane::start_with(serve_args, identity)
+        .await
+        .map_err(|e| {
+            let in_use = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+            });
+            if in_use {
+                e.context(format!(
+                    "starting the control plane: 127.0.0.1:{} or 127.0.0.1:{} is taken; \
                  `--xds-port 0 --xds-admin-port 0` picks free ports",
-                opts.xds_port, opts.xds_admin_port
-            ))
-        } else {
-            e.context("starting the control plane")
-        }
-    })?;
+                    opts.xds_port, opts.xds_admin_port
+                ))
+            } else {
+                e.context("starting the control plane")
+            }
+        })?;
     let xds_url = format!("http://{}", cp.grpc_addr);
 
     let deadline = Instant::now() + opts.ready_timeout;
@@ -181,6 +191,7 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
             admin_addr,
             outbound_addr,
             log: dir.join(LOG_DIR).join(format!("{}.log", p.spec.name)),
+            token_file: Some(identity::token_path(&dir, p.spec.name)),
         };
         sidecar::start(launch, deadline)
     });

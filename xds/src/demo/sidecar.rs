@@ -157,6 +157,8 @@ pub(crate) struct Launch<'a> {
     pub admin_addr: SocketAddr,
     pub outbound_addr: SocketAddr,
     pub log: PathBuf,
+    /// The workload's bootstrap token: identity on, mTLS with the other sidecars.
+    pub token_file: Option<PathBuf>,
 }
 
 /// A running sidecar process; SIGKILLed if dropped before it exits (`kill_on_drop`).
@@ -188,6 +190,12 @@ pub(crate) async fn start(launch: Launch<'_>, deadline: Instant) -> Result<Sidec
         .arg(launch.admin_addr.to_string())
         .arg("--outbound-addr")
         .arg(launch.outbound_addr.to_string())
+        .args(
+            launch
+                .token_file
+                .iter()
+                .flat_map(|t| [std::ffi::OsStr::new("--token-file"), t.as_os_str()]),
+        )
         // Log files are read with `less`/`tail`, not a terminal: ask for no ANSI colours.
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

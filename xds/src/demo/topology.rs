@@ -107,6 +107,7 @@ pub fn reserve_ports(n: usize) -> io::Result<Vec<u16>> {
 pub fn render(placements: &[Placement]) -> String {
     let mut out = String::from(HEADER);
     out.push_str(SERVICES);
+    out.push_str(AUTHORIZATION);
     out.push_str("workloads:\n");
     for p in placements {
         let WorkloadSpec {
@@ -117,7 +118,7 @@ pub fn render(placements: &[Placement]) -> String {
             out,
             "  - name: {name}\n    namespace: default\n    serviceAccount: {app}\n    \
              labels: {{ app: {app}, version: {version} }}\n    \
-             inbound: {{ listen: \"{}\", app: \"{}\" }}\n",
+             inbound: {{ listen: \"{}\", app: \"{}\", mtls: permissive }}\n",
             p.listen, p.app
         );
     }
@@ -129,7 +130,10 @@ const HEADER: &str = "\
 # The demo's control plane serves this file; each workload runs a demo app (at
 # `inbound.app`) and a sidecar started as
 #   skiff run --xds http://<control plane> --workload <name> --namespace default
-# which listens for mesh traffic at `inbound.listen`. The control plane watches this file:
+# which listens for mesh traffic at `inbound.listen`. Sidecars prove who they are with a
+# token (tokens.yaml) and get a SPIFFE certificate from the control plane's CA (ca/): traffic
+# between them is mutual TLS. `mtls: permissive` also takes plaintext (unauthenticated); set
+# `strict` on a workload to refuse it. The control plane watches this file:
 # save an edit and it reaches every sidecar; an invalid edit is refused and changes nothing
 # (`skiff-xds status` names the bad field).
 mesh:
@@ -173,6 +177,21 @@ services:
     protocol: grpc
     endpoints:
       - workload: echo-v1
+";
+
+const AUTHORIZATION: &str = "\
+authorization:
+  # reviews is read-only, and only for the client and web: any other method, or any other
+  # caller (plaintext included), gets 403 `unauthorized`.
+  - name: reviews-read-only
+    namespace: default
+    target: reviews
+    action: allow
+    from:
+      - spiffe://cluster.local/ns/default/sa/client
+      - spiffe://cluster.local/ns/default/sa/web
+    to:
+      - methods: [GET, HEAD]
 ";
 
 #[cfg(test)]

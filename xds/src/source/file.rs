@@ -9,7 +9,7 @@ use std::{
 };
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
-use skiff_api::{ConfigError, resource::Resources};
+use skiff_api::{ConfigError, model::MeshFile};
 use tokio::sync::mpsc;
 
 use super::ConfigStore;
@@ -37,8 +37,8 @@ pub enum FileError {
     },
 }
 
-/// Reads, validates and compiles the mesh file.
-pub fn load(path: &Path) -> Result<Resources, FileError> {
+/// Reads and validates the mesh file; the store compiles it.
+pub fn load(path: &Path) -> Result<MeshFile, FileError> {
     let text = read(path)?;
     parse(path, &text)
 }
@@ -50,12 +50,11 @@ fn read(path: &Path) -> Result<String, FileError> {
     })
 }
 
-fn parse(path: &Path, text: &str) -> Result<Resources, FileError> {
-    let mesh = skiff_api::load(text).map_err(|error| FileError::Invalid {
+fn parse(path: &Path, text: &str) -> Result<MeshFile, FileError> {
+    skiff_api::load(text).map_err(|error| FileError::Invalid {
         path: path.to_owned(),
         error,
-    })?;
-    Ok(skiff_api::resource::compile(&mesh))
+    })
 }
 
 /// A running watch on the mesh file's directory; dropping it stops the watch.
@@ -125,7 +124,7 @@ pub fn watch(
 async fn reload(path: &Path, store: &ConfigStore, metrics: &Metrics, last: &mut Option<String>) {
     let owned = path.to_owned();
     let seen = last.clone();
-    let job = move || -> Option<(Option<String>, Result<Resources, FileError>)> {
+    let job = move || -> Option<(Option<String>, Result<MeshFile, FileError>)> {
         match read(&owned) {
             Ok(text) if seen.as_ref() == Some(&text) => None,
             Ok(text) => {
@@ -150,10 +149,10 @@ async fn reload(path: &Path, store: &ConfigStore, metrics: &Metrics, last: &mut 
         }
     };
     match loaded {
-        Ok(resources) => {
+        Ok(mesh) => {
             store.set_last_error(None);
             // Events for other files in the directory reload an unchanged file: not counted.
-            if store.install(resources) {
+            if store.install(mesh) {
                 metrics.reload(true).inc();
                 tracing::info!(path = %path.display(), version = %store.version(), "config reloaded");
             } else {

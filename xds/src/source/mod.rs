@@ -1,29 +1,45 @@
 //! Where the mesh config is kept once loaded: the current compiled [`Resources`] behind an
 //! `ArcSwap`, a `watch` that wakes discovery streams when it changes, and the last refusal.
-//! Sources (`file`, later Kubernetes) only ever install configs that passed validation.
+//! Sources (`file`, later Kubernetes) only ever install configs that passed validation; the
+//! store compiles them, with the CA's trust anchors put into `MeshSettings`.
 
 pub mod file;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use skiff_api::resource::{Kind, Resources, content_version};
+use skiff_api::{
+    model::MeshFile,
+    resource::{Kind, Resources, content_version},
+};
 use tokio::sync::watch;
 
 /// The control plane's current config, shared by the source, the discovery streams and admin.
 #[derive(Debug)]
 pub struct ConfigStore {
     current: ArcSwap<Resources>,
+    /// The source's last validated mesh, kept so that new trust anchors can be compiled in.
+    mesh: ArcSwap<MeshFile>,
+    /// The mesh CA's trust anchors (DER); empty without a CA.
+    trust_anchors: ArcSwap<Vec<Vec<u8>>>,
+    /// Held while compiling and storing, so a reload and an anchor change cannot undo
+    /// each other. Never held across an `.await`.
+    writer: Mutex<()>,
     /// Bumped on every install that changed something; streams wait on it.
     changed: watch::Sender<u64>,
     last_error: ArcSwapOption<String>,
 }
 
 impl ConfigStore {
-    pub fn new(initial: Resources) -> Arc<Self> {
+    /// A store serving `initial` (validated), without trust anchors until
+    /// [`ConfigStore::set_trust_anchors`].
+    pub fn new(initial: MeshFile) -> Arc<Self> {
         let (changed, _) = watch::channel(0);
         Arc::new(ConfigStore {
-            current: ArcSwap::from_pointee(initial),
+            current: ArcSwap::from_pointee(skiff_api::resource::compile(&initial)),
+            mesh: ArcSwap::from_pointee(initial),
+            trust_anchors: ArcSwap::from_pointee(Vec::new()),
+            writer: Mutex::new(()),
             changed,
             last_error: ArcSwapOption::empty(),
         })
@@ -39,9 +55,47 @@ impl ConfigStore {
         self.changed.subscribe()
     }
 
-    /// Installs a validated config and wakes the streams; `false` (and no wake-up) when it
-    /// equals the current one, as after an edit that only touched comments.
-    pub fn install(&self, next: Resources) -> bool {
+    /// Compiles a validated mesh (with the current trust anchors), installs it and wakes the
+    /// streams; `false` (and no wake-up) when the result equals the current config, as after
+    /// an edit that only touched comments.
+    pub fn install(&self, next: MeshFile) -> bool {
+        let _writing = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let changed = self.compile_and_store(&next, &self.trust_anchors.load());
+        self.mesh.store(Arc::new(next));
+        changed
+    }
+
+    /// Replaces the trust anchors every proxy receives in `MeshSettings` and recompiles the
+    /// current mesh; `false` when they are the ones already served.
+    pub fn set_trust_anchors(&self, anchors: Vec<Vec<u8>>) -> bool {
+        let _writing = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if **self.trust_anchors.load() == anchors {
+            return false;
+        }
+        let changed = self.compile_and_store(&self.mesh.load(), &anchors);
+        self.trust_anchors.store(Arc::new(anchors));
+        changed
+    }
+
+    /// The trust anchors served now.
+    pub fn trust_anchors(&self) -> Arc<Vec<Vec<u8>>> {
+        self.trust_anchors.load_full()
+    }
+
+    fn compile_and_store(&self, mesh: &MeshFile, anchors: &[Vec<u8>]) -> bool {
+        let next = if mesh.mesh.trust_anchors == anchors {
+            skiff_api::resource::compile(mesh)
+        } else {
+            let mut with_anchors = mesh.clone();
+            with_anchors.mesh.trust_anchors = anchors.to_vec();
+            skiff_api::resource::compile(&with_anchors)
+        };
         if **self.current.load() == next {
             return false;
         }
@@ -67,5 +121,55 @@ impl ConfigStore {
             .map(|&k| resources.kind_version(k))
             .collect();
         content_version(text.join(",").as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh(text: &str) -> MeshFile {
+        skiff_api::load(text).expect("valid test mesh")
+    }
+
+    #[test]
+    fn trust_anchors_are_compiled_into_mesh_settings_and_survive_reloads() {
+        let store = ConfigStore::new(mesh("services: []\n"));
+        let mut changes = store.subscribe();
+        assert!(store.current().mesh.message.trust_anchors.is_empty());
+
+        assert!(store.set_trust_anchors(vec![b"anchor-1".to_vec()]));
+        assert!(changes.has_changed().expect("open"), "streams are woken");
+        changes.mark_unchanged();
+        assert_eq!(
+            store.current().mesh.message.trust_anchors,
+            vec![b"anchor-1".to_vec()]
+        );
+        assert!(
+            !store.set_trust_anchors(vec![b"anchor-1".to_vec()]),
+            "same anchors"
+        );
+        assert!(!changes.has_changed().expect("open"));
+
+        // A reload of the mesh file keeps the anchors.
+        assert!(store.install(mesh("mesh: { trustDomain: example.org }\n")));
+        let current = store.current();
+        assert_eq!(current.mesh.message.trust_domain, "example.org");
+        assert_eq!(
+            current.mesh.message.trust_anchors,
+            vec![b"anchor-1".to_vec()]
+        );
+
+        // And new anchors keep the reloaded mesh.
+        let version = current.mesh.version().to_owned();
+        assert!(store.set_trust_anchors(vec![b"anchor-1".to_vec(), b"anchor-2".to_vec()]));
+        let current = store.current();
+        assert_eq!(current.mesh.message.trust_domain, "example.org");
+        assert_eq!(current.mesh.message.trust_anchors.len(), 2);
+        assert_ne!(
+            current.mesh.version(),
+            version,
+            "a new MeshSettings version"
+        );
     }
 }
