@@ -1,3 +1,6 @@
+//! Unit tests of the CA directory: generation and permissions, refusals naming the file, an
+//! intermediate under `root.crt`, anchor deduplication, and what a signed leaf contains.
+
 use std::os::unix::fs::PermissionsExt as _;
 
 use rcgen::{CertifiedIssuer, PublicKeyData as _};
