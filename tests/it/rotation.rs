@@ -20,12 +20,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls::{
-    DigitallySignedStruct, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::CryptoProvider,
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -34,6 +29,7 @@ use tokio::{
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::mtls::pki::accept_any_server;
 use crate::support::{
     STEP,
     client::{self, H1Conn, H2Conn},
@@ -355,55 +351,6 @@ fn leaf(
     (cert.der().clone(), key)
 }
 
-/// Accepts any server certificate: the probe only wants to see which one is served.
-#[derive(Debug)]
-struct SeeAnyServer(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for SeeAnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// What a mesh client of the test's own saw at a sidecar's inbound listener.
 struct Probe {
     /// The leaf the sidecar served; `None` when the handshake failed on our side.
@@ -424,7 +371,7 @@ async fn probe(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("TLS 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SeeAnyServer(provider)))
+        .with_custom_certificate_verifier(accept_any_server())
         .with_client_auth_cert(vec![cert], key)
         .expect("client certificate");
     cfg.alpn_protocols = vec![b"skiff-mesh/1".to_vec(), b"http/1.1".to_vec()];

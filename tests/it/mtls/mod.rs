@@ -6,7 +6,7 @@ mod certify;
 mod impostor;
 mod keys;
 mod modes;
-mod pki;
+pub mod pki;
 mod probe;
 mod traffic;
 

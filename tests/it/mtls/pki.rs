@@ -274,6 +274,16 @@ impl ResolvesClientCert for Record {
     }
 }
 
+/// A server-certificate verifier that accepts anything (it records the chain, unused here),
+/// for probes that only want to see which certificate a sidecar serves.
+pub fn accept_any_server() -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
+    Arc::new(Record {
+        provider: provider(),
+        server_chain: Mutex::new(Vec::new()),
+        asked_for_client_cert: AtomicBool::new(false),
+    })
+}
+
 /// A TLS client without a certificate that accepts any server certificate and records it,
 /// and records whether the server asked for a client certificate.
 pub struct TlsProbe {
