@@ -2,6 +2,8 @@
 //! `--bootstrap-tokens`, a tonic `Identity` client with rcgen-made keys and CSRs, and a
 //! discovery stream watching `MeshSettings` for the anchors. Waits are on responses.
 
+mod common;
+
 use std::{
     net::SocketAddr,
     os::unix::fs::PermissionsExt as _,
@@ -18,7 +20,7 @@ use skiff_api::{
     resource::MESH_SETTINGS_TYPE_URL,
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
+    io::AsyncReadExt,
     process::{Child, Command},
     sync::mpsc,
 };
@@ -171,36 +173,19 @@ async fn start(setup: Setup) -> Server {
         .stderr(std::fs::File::create(&stderr).expect("stderr file"))
         .spawn()
         .expect("spawn skiff-xds");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    let mut reader = BufReader::new(stdout);
-    tokio::time::timeout(DEADLINE, reader.read_line(&mut line))
+    let (grpc, admin) = common::startup_addrs(&mut child, DEADLINE)
         .await
-        .expect("startup line in time")
-        .expect("read startup line");
-    let Some(rest) = line.trim().strip_prefix("skiff-xds listening ") else {
-        panic!(
-            "unexpected startup line {line:?}; stderr:\n{}",
-            std::fs::read_to_string(&stderr).unwrap_or_default()
-        );
-    };
-    let (mut grpc, mut admin) = (None, None);
-    for part in rest.split(' ') {
-        match part.split_once('=') {
-            Some(("grpc", a)) => grpc = a.parse().ok(),
-            Some(("admin", a)) => admin = a.parse().ok(),
-            _ => {}
-        }
-    }
-    tokio::spawn(async move {
-        let mut sink = Vec::new();
-        let _ = reader.read_to_end(&mut sink).await;
-    });
+        .unwrap_or_else(|line| {
+            panic!(
+                "unexpected startup line {line:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            )
+        });
     Server {
         _child: child,
         dir,
-        grpc: grpc.expect("grpc address"),
-        admin: admin.expect("admin address"),
+        grpc,
+        admin,
         stderr,
     }
 }

@@ -1,6 +1,8 @@
 //! `skiff-xds serve` end to end: the real binary on port 0, a tonic client as the fake proxy,
 //! `/proxies` and `skiff-xds status` as the observers. Waits are on responses, with deadlines.
 
+mod common;
+
 use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 
 use skiff_api::{
@@ -11,7 +13,7 @@ use skiff_api::{
     },
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     process::{Child, Command},
     sync::mpsc,
 };
@@ -62,37 +64,15 @@ async fn start() -> Server {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn skiff-xds");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    let mut reader = BufReader::new(stdout);
-    tokio::time::timeout(DEADLINE, reader.read_line(&mut line))
+    let (grpc, admin) = common::startup_addrs(&mut child, DEADLINE)
         .await
-        .expect("startup line in time")
-        .expect("read startup line");
-    let rest = line
-        .trim()
-        .strip_prefix("skiff-xds listening ")
-        .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
-    let mut grpc = None;
-    let mut admin = None;
-    for part in rest.split(' ') {
-        match part.split_once('=') {
-            Some(("grpc", a)) => grpc = a.parse().ok(),
-            Some(("admin", a)) => admin = a.parse().ok(),
-            _ => {}
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move {
-        let mut sink = Vec::new();
-        let _ = reader.read_to_end(&mut sink).await;
-    });
+        .unwrap_or_else(|line| panic!("unexpected startup line {line:?}"));
     Server {
         _child: child,
         _dir: dir,
         config,
-        grpc: grpc.expect("grpc address"),
-        admin: admin.expect("admin address"),
+        grpc,
+        admin,
     }
 }
 
