@@ -24,6 +24,7 @@ mod rotation;
 mod routing;
 mod sidecars;
 mod tcp;
+mod tracing;
 mod websocket;
 mod xds;
 mod xds_garbage;

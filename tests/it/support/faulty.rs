@@ -43,6 +43,9 @@ pub enum Failing {
     /// arrivals of the same key (its retries) pass, and so do requests without a key. Which
     /// requests fail, and how often, does not depend on interleaving.
     FirstTryOfEvery(usize),
+    /// The first n requests to arrive fail, every later one passes: a request retried n times
+    /// (and sent alone) succeeds on its last attempt.
+    FirstN(usize),
 }
 
 /// One request as a [`FlakyUpstream`] received and answered it.
@@ -88,6 +91,7 @@ impl FlakyState {
                 Failing::FirstTryOfEvery(n) => {
                     first_try_of_key && key.is_some_and(|k| k.is_multiple_of(n as u64))
                 }
+                Failing::FirstN(n) => nth <= n,
             };
         let arrival = Arrival {
             method,

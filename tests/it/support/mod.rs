@@ -1,9 +1,10 @@
 //! Everything the tests spawn or drive: the `skiff` process (`proxy`), the `skiff-xds` process
 //! (`control_plane`), the servers behind the proxy (`upstream`, and `faulty` for ones that
 //! misbehave on purpose), the clients in front of it (`client`), a TCP relay that can go silent
-//! (`relay`), plus deadline helpers.
+//! (`relay`), the OTLP trace collectors the proxy exports to (`collector`), plus deadline helpers.
 
 pub mod client;
+pub mod collector;
 pub mod control_plane;
 pub mod faulty;
 pub mod mesh;

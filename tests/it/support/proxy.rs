@@ -1,11 +1,13 @@
 //! The real `skiff` binary under test: started in static mode on a mesh file in its own tempdir,
 //! with every listener on `127.0.0.1:0`, its addresses read from the startup line and `/ready`
-//! polled before a test gets it. Its stderr goes to a file that is printed when a test panics.
+//! polled before a test gets it. Its stderr goes to a file that is printed when a test panics;
+//! its stdout after the startup line (the access log) is kept for [`Proxy::stdout_lines`].
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -57,6 +59,12 @@ impl ProxyBuilder {
     /// Runs as the sidecar of `name` in `namespace` (`--workload`, `--namespace`). Default: none.
     pub fn workload(mut self, name: &str, namespace: &str) -> Self {
         self.workload = Some((name.to_owned(), namespace.to_owned()));
+        self
+    }
+
+    /// Adds a flag without a value, e.g. `.flag("--access-log")`.
+    pub fn flag(mut self, flag: &str) -> Self {
+        self.args.push(flag.to_owned());
         self
     }
 
@@ -130,8 +138,10 @@ impl ProxyBuilder {
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
         let first = tokio::time::timeout(START, lines.next_line()).await;
+        let stdout = Arc::new(Mutex::new(Vec::new()));
         let mut proxy = Proxy {
             child,
+            stdout: stdout.clone(),
             admin: unbound(),
             outbound: unbound(),
             inbound: unbound(),
@@ -147,8 +157,12 @@ impl ProxyBuilder {
             }
             Err(_) => panic!("no startup line from skiff within {START:?}"),
         };
-        // Keep draining stdout so a chatty binary never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining stdout so a chatty binary never blocks on a full pipe; keep the lines.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                stdout.lock().expect("stdout lines lock").push(line);
+            }
+        });
 
         let addrs = parse_startup_line(&line);
         proxy.admin = addrs.admin;
@@ -242,6 +256,8 @@ pub async fn run_refused(mesh_yaml: &str) -> std::process::Output {
 /// A running `skiff run --config ...`; killed when dropped.
 pub struct Proxy {
     child: Child,
+    /// Lines written to stdout after the startup line, as they arrive.
+    stdout: Arc<Mutex<Vec<String>>>,
     pub admin: SocketAddr,
     pub outbound: SocketAddr,
     pub inbound: SocketAddr,
@@ -264,6 +280,11 @@ impl Proxy {
     /// The test-side directory of this proxy: its mesh file and its stderr log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The lines the proxy has written to stdout since its startup line.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().expect("stdout lines lock").clone()
     }
 
     /// What the proxy has written to stderr so far.
