@@ -332,7 +332,7 @@ where
 /// sampled request's span with its attributes, finished into the export queue.
 fn tracing_cost(c: &mut Criterion) {
     let (queue, mut rx) = SpanQueue::bounded(1 << 16, TraceMetrics::default());
-    let tracer = Tracer::new(queue, 0.0);
+    let tracer = Tracer::new(queue, 0.0, "http://127.0.0.1:4317");
     let mut incoming = http::HeaderMap::new();
     incoming.insert(
         "traceparent",

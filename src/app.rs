@@ -188,7 +188,7 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         Some(e) => match export::start(e, trace_metrics) {
             Ok((queue, handle)) => {
                 info!(endpoint = %e.endpoint, sampling = trace.ratio, "exporting spans over OTLP");
-                (Tracer::new(queue, trace.ratio), Some(handle))
+                (Tracer::new(queue, trace.ratio, &e.endpoint), Some(handle))
             }
             Err(e) => {
                 error!(error = %e, "cannot set up span export");

@@ -100,13 +100,18 @@ impl Exchange {
         grpc: bool,
         start: Instant,
     ) -> Option<Box<Exchange>> {
-        let started_at = SystemTime::now() - start.elapsed();
+        let log = recorder.access_log.is_on();
+        if !log && !trace.is_some_and(|t| t.sampled) {
+            return None;
+        }
+        let started_at = SystemTime::now()
+            .checked_sub(start.elapsed())
+            .unwrap_or_else(SystemTime::now);
         let kind = match direction {
             Direction::Outbound => SpanKind::Client,
             Direction::Inbound => SpanKind::Server,
         };
         let span = trace.and_then(|cx| recorder.tracer.span(&cx, kind, started_at));
-        let log = recorder.access_log.is_on();
         if span.is_none() && !log {
             return None;
         }

@@ -104,6 +104,8 @@ impl TraceCx {
 /// The proxy's tracer: off without a collector; on, it decides, and queues finished spans.
 pub struct Tracer {
     queue: Option<SpanQueue>,
+    /// Where the spans go, for `/config_dump`.
+    endpoint: Option<String>,
     /// The ratio for new traces when the mesh file sets none (`OTEL_TRACES_SAMPLER*`).
     default_ratio: f64,
     scope: InstrumentationScope,
@@ -114,14 +116,16 @@ impl Tracer {
     pub fn off() -> Tracer {
         Tracer {
             queue: None,
+            endpoint: None,
             default_ratio: 0.0,
             scope: scope(),
         }
     }
 
-    pub fn new(queue: SpanQueue, default_ratio: f64) -> Tracer {
+    pub fn new(queue: SpanQueue, default_ratio: f64, endpoint: &str) -> Tracer {
         Tracer {
             queue: Some(queue),
+            endpoint: Some(endpoint.to_owned()),
             default_ratio,
             scope: scope(),
         }
@@ -129,6 +133,14 @@ impl Tracer {
 
     pub fn is_on(&self) -> bool {
         self.queue.is_some()
+    }
+
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+
+    pub fn default_ratio(&self) -> f64 {
+        self.default_ratio
     }
 
     /// The context of a request arriving with `headers`: a child of what came, or a new trace
@@ -348,7 +360,7 @@ mod tests {
     #[test]
     fn incoming_context_is_the_parent_and_its_flag_wins() {
         let (q, _rx) = queue();
-        let t = Tracer::new(q, 1.0);
+        let t = Tracer::new(q, 1.0, "http://collector:4317");
         let mut h = HeaderMap::new();
         h.insert(
             "traceparent",
@@ -372,7 +384,7 @@ mod tests {
     #[test]
     fn invalid_traceparent_starts_a_new_trace() {
         let (q, _rx) = queue();
-        let t = Tracer::new(q, 0.0);
+        let t = Tracer::new(q, 0.0, "http://collector:4317");
         let mut h = HeaderMap::new();
         h.insert(
             "traceparent",
@@ -389,7 +401,7 @@ mod tests {
     #[test]
     fn mesh_ratio_wins_over_the_default() {
         let (q, _rx) = queue();
-        let t = Tracer::new(q, 1.0);
+        let t = Tracer::new(q, 1.0, "http://collector:4317");
         let h = HeaderMap::new();
         assert!(!t.begin(&h, Some(0.0)).unwrap().sampled);
         assert!(t.begin(&h, None).unwrap().sampled);
@@ -411,7 +423,7 @@ mod tests {
     #[test]
     fn a_finished_span_carries_its_context_and_error() {
         let (q, mut rx) = queue();
-        let t = Tracer::new(q, 1.0);
+        let t = Tracer::new(q, 1.0, "http://collector:4317");
         let cx = t.begin_new(None).unwrap();
         let mut span = t.span(&cx, SpanKind::Client, SystemTime::now()).unwrap();
         span.set_name("GET reviews");
@@ -436,7 +448,7 @@ mod tests {
     #[test]
     fn injection_keeps_tracestate_and_follows_b3() {
         let (q, _rx) = queue();
-        let t = Tracer::new(q, 1.0);
+        let t = Tracer::new(q, 1.0, "http://collector:4317");
         let mut h = HeaderMap::new();
         h.insert(
             "traceparent",
@@ -479,7 +491,7 @@ mod tests {
     #[test]
     fn unsampled_gets_no_span() {
         let (q, _rx) = queue();
-        let t = Tracer::new(q, 0.0);
+        let t = Tracer::new(q, 0.0, "http://collector:4317");
         let cx = t.begin_new(None).unwrap();
         assert!(t.span(&cx, SpanKind::Server, SystemTime::now()).is_none());
     }
