@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the per-request pieces: route selection, protocol detection,
-//! header hygiene, authorization decisions and the resilience layer's cost when a policy is
-//! present but not triggered; and the per-connection cost of a mesh mTLS handshake.
+//! header hygiene, authorization decisions, tracing (unsampled and sampled) and the resilience
+//! layer's cost when a policy is present but not triggered; and the per-connection cost of a mesh mTLS handshake.
 //! Compare runs with `--save-baseline` / `--baseline`, never absolute times.
 
 use std::{hint::black_box, sync::Arc};
@@ -20,7 +20,11 @@ use skiff::{
         self, Attempt, AttemptCx, Outcome, Plan, Reply, ResilienceError, ResilienceMetrics,
     },
     snapshot::{CompileContext, Snapshot},
-    telemetry::Metrics,
+    telemetry::{
+        Metrics,
+        export::{SpanQueue, TraceMetrics},
+        spans::Tracer,
+    },
     tls::{Inner, MeshTls, TlsMetrics},
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -114,7 +118,7 @@ fn header_hygiene(c: &mut Criterion) {
     c.bench_function("headers/prepare-h1", |b| {
         b.iter_batched(
             || parts.clone(),
-            |mut p| headers::prepare_request(&mut p, Version::Http1, false).map(|()| p),
+            |mut p| headers::prepare_request(&mut p, Version::Http1, false, None).map(|()| p),
             criterion::BatchSize::SmallInput,
         )
     });
@@ -125,7 +129,7 @@ fn header_hygiene(c: &mut Criterion) {
                 p.headers.remove("x-request-id");
                 p
             },
-            |mut p| headers::prepare_request(&mut p, Version::Http2, false).map(|()| p),
+            |mut p| headers::prepare_request(&mut p, Version::Http2, false, None).map(|()| p),
             criterion::BatchSize::SmallInput,
         )
     });
@@ -324,6 +328,61 @@ where
 /// sign, both verify the peer's chain and SPIFFE ID; no resumption, as Skiff never resumes)
 /// and one small exchange, over an in-memory pipe on a current-thread runtime. The baseline
 /// makes the same pipe and exchange in plaintext; the difference is the TLS cost.
+/// Tracing's per-request cost: the decision and `traceparent` for an unsampled request, and a
+/// sampled request's span with its attributes, finished into the export queue.
+fn tracing_cost(c: &mut Criterion) {
+    let (queue, mut rx) = SpanQueue::bounded(1 << 16, TraceMetrics::default());
+    let tracer = Tracer::new(queue, 0.0, "http://127.0.0.1:4317");
+    let mut incoming = http::HeaderMap::new();
+    incoming.insert(
+        "traceparent",
+        http::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+    );
+    let mut g = c.benchmark_group("trace");
+    g.bench_function("unsampled_begin_inject", |b| {
+        b.iter(|| {
+            let mut h = incoming.clone();
+            if let Some(cx) = tracer.begin(&h, None) {
+                cx.inject(&mut h);
+            }
+            black_box(h)
+        });
+    });
+    let mut sampled = incoming.clone();
+    sampled.insert(
+        "traceparent",
+        http::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
+    let route: Arc<str> = Arc::from("reviews-default");
+    g.bench_function("sampled_span", |b| {
+        b.iter(|| {
+            let mut h = sampled.clone();
+            if let Some(cx) = tracer.begin(&h, None) {
+                cx.inject(&mut h);
+                if let Some(mut span) = tracer.span(
+                    &cx,
+                    opentelemetry::trace::SpanKind::Client,
+                    std::time::SystemTime::now(),
+                ) {
+                    span.set_name("GET reviews");
+                    span.set("http.request.method", "GET");
+                    span.set("url.path", "/reviews/1".to_owned());
+                    span.set("server.address", "reviews".to_owned());
+                    span.set("network.protocol.version", "1.1");
+                    span.set("http.response.status_code", 200_i64);
+                    span.set("skiff.route", skiff::telemetry::spans::shared(&route));
+                    span.set("skiff.endpoint", "127.0.0.1:9080".to_owned());
+                    span.set("skiff.attempt", 1_i64);
+                    tracer.finish(span);
+                }
+            }
+            while rx.try_recv().is_ok() {}
+            black_box(h)
+        });
+    });
+    g.finish();
+}
+
 fn tls_handshake(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -360,6 +419,7 @@ criterion_group!(
     header_hygiene,
     authz_decide,
     resilience_overhead,
+    tracing_cost,
     tls_handshake
 );
 criterion_main!(benches);

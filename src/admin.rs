@@ -248,6 +248,21 @@ fn route_json(r: &Route) -> Value {
 }
 
 /// What the proxy runs now: listeners, config version, services with live LB state.
+/// Whether spans are exported, and the ratio new traces are sampled at (and who set it).
+fn tracing_json(state: &State, snap: &Snapshot) -> Value {
+    let tracer = &state.recorder.tracer;
+    match tracer.endpoint() {
+        None => json!({ "exporting": false, "accessLog": state.recorder.access_log.is_on() }),
+        Some(endpoint) => json!({
+            "exporting": true,
+            "endpoint": endpoint,
+            "sampling": snap.sampling.unwrap_or(tracer.default_ratio()),
+            "samplingFrom": if snap.sampling.is_some() { "mesh" } else { "environment" },
+            "accessLog": state.recorder.access_log.is_on(),
+        }),
+    }
+}
+
 fn config_dump(state: &State) -> Value {
     let snap: Arc<Snapshot> = state.snapshot();
     let bound = state.bound();
@@ -288,6 +303,7 @@ fn config_dump(state: &State) -> Value {
         "draining": state.is_draining(),
         "trustDomain": &snap.trust_domain,
         "identity": snap.identity.as_deref(),
+        "tracing": tracing_json(state, &snap),
         "inbound": inbound,
         "services": services,
         "xds": state.xds_status().as_deref().cloned(),

@@ -14,14 +14,19 @@ use tracing::{error, info, warn};
 use crate::{
     admin,
     authz::AuthzMetrics,
-    bootstrap::{RunArgs, Settings},
+    bootstrap::{RunArgs, Settings, TraceSettings},
     conn, inbound,
     listener::{self, DrainControl},
     outbound,
     resilience::ResilienceMetrics,
     snapshot::{CompileContext, Snapshot},
-    state::{BoundAddrs, State},
-    telemetry::{self, Metrics, ReloadResult},
+    state::{BoundAddrs, Parts, State},
+    telemetry::{
+        self, Metrics, Recorder, ReloadResult,
+        access_log::AccessLog,
+        export::{self, TraceMetrics},
+        spans::Tracer,
+    },
     tls::{self, MeshTls, TlsMetrics, certify::CertifyConfig},
     xds_client::{self, XdsConfig},
 };
@@ -174,6 +179,32 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
     let resilience = ResilienceMetrics::register(metrics.registry_mut());
     let authz = AuthzMetrics::register(metrics.registry_mut());
     let tls_metrics = TlsMetrics::register(metrics.registry_mut());
+    let trace = TraceSettings::from_env(args.workload.as_deref(), &args.namespace);
+    for w in &trace.warnings {
+        warn!("{w}");
+    }
+    let trace_metrics = TraceMetrics::register(metrics.registry_mut());
+    let (tracer, exporting) = match &trace.export {
+        Some(e) => match export::start(e, trace_metrics) {
+            Ok((queue, handle)) => {
+                info!(endpoint = %e.endpoint, sampling = trace.ratio, "exporting spans over OTLP");
+                (Tracer::new(queue, trace.ratio, &e.endpoint), Some(handle))
+            }
+            Err(e) => {
+                error!(error = %e, "cannot set up span export");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => (Tracer::off(), None),
+    };
+    let access_log = match AccessLog::register(metrics.registry_mut(), args.access_log) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "cannot start the access log");
+            return ExitCode::FAILURE;
+        }
+    };
+    let recorder = Arc::new(Recorder { tracer, access_log });
     // Identity: xDS mode with a token to prove who this proxy is.
     let certify = match (&source, &args.token_file) {
         (Source::Xds(cfg), Some(token_file)) => match MeshTls::new(tls_metrics.clone()) {
@@ -216,12 +247,15 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
     };
     let state = Arc::new(State::new(
         first,
-        settings,
-        metrics,
-        resilience,
-        authz,
-        tls_metrics,
-        logs,
+        Parts {
+            settings,
+            metrics,
+            resilience,
+            authz,
+            tls_metrics,
+            recorder,
+            logs,
+        },
     ));
     if let Some((tls, cfg)) = certify {
         state.set_tls(tls.clone());
@@ -337,6 +371,9 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         warn!("drain timeout passed with connections still open; exiting");
     } else {
         info!("drained");
+    }
+    if let Some(export) = exporting {
+        export.shutdown(std::time::Duration::from_secs(2)).await;
     }
     ExitCode::SUCCESS
 }

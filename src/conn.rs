@@ -257,11 +257,22 @@ async fn dispatch<I, S>(
         None | Some(Detected::Tls | Detected::Opaque | Detected::Timeout) => {
             let snap = state.snapshot();
             let target = side.opaque_target(&snap, dst);
+            let sampling = snap.sampling;
             drop(snap);
             match target {
                 Some(cluster) => {
                     if side.admit_tcp(state, dst) {
-                        crate::tcp::forward(Prefixed::new(prefix, stream), &cluster).await;
+                        let observed = crate::tcp::Observed::begin(
+                            &state.recorder,
+                            side.direction(),
+                            sampling,
+                            side.peer_identity(),
+                        );
+                        let done =
+                            crate::tcp::forward(Prefixed::new(prefix, stream), &cluster).await;
+                        if let Some(o) = observed {
+                            o.finish(&cluster, &done);
+                        }
                     }
                 }
                 None => {

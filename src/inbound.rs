@@ -23,7 +23,7 @@ use crate::{
     route::{Route, RouteError, authority},
     snapshot::{DEFAULT_ROUTE, Snapshot, single_cluster},
     state::State,
-    telemetry::{RouteStats, TcpStats},
+    telemetry::{Direction, RouteStats, TcpStats},
     tls::TlsMetrics,
 };
 
@@ -137,6 +137,14 @@ impl Inbound {
 }
 
 impl Handler for Inbound {
+    fn direction(&self) -> Direction {
+        Direction::Inbound
+    }
+
+    fn peer_identity(&self) -> Option<&Arc<str>> {
+        Inbound::peer_identity(self)
+    }
+
     fn resolve<'a>(&'a self, snap: &'a Snapshot, parts: &Parts) -> Result<&'a Route, RouteError> {
         self.route(snap).ok_or_else(|| RouteError::UnknownService {
             authority: authority(parts).map(str::to_owned),

@@ -18,7 +18,7 @@ use crate::{
     route::{Route, RouteError, authority},
     snapshot::Snapshot,
     state::State,
-    telemetry::{RouteStats, TcpStats},
+    telemetry::{Direction, RouteStats, TcpStats},
 };
 
 /// Per outbound connection: its original destination. Without redirection that is the
@@ -48,6 +48,10 @@ impl Outbound {
 }
 
 impl Handler for Outbound {
+    fn direction(&self) -> Direction {
+        Direction::Outbound
+    }
+
     fn resolve<'a>(&'a self, snap: &'a Snapshot, parts: &Parts) -> Result<&'a Route, RouteError> {
         let host = authority(parts);
         let found = self.by_dst(snap).or_else(|| snap.service_by_host(host));

@@ -95,6 +95,8 @@ pub struct Snapshot {
     pub trust_anchors: Arc<Vec<Vec<u8>>>,
     /// This sidecar's SPIFFE ID, from its workload (`--workload`).
     pub identity: Option<Arc<str>>,
+    /// `mesh.tracing.sampling`: the ratio of new traces sampled, when the mesh sets it.
+    pub sampling: Option<f64>,
     pub services: Vec<Arc<Service>>,
     by_addr: HashMap<SocketAddr, Arc<Service>>,
     by_host: HashMap<String, Arc<Service>, FastHash>,
@@ -331,6 +333,7 @@ impl Snapshot {
             trust_domain: mesh.mesh.trust_domain.clone(),
             trust_anchors: Arc::new(mesh.mesh.trust_anchors.clone()),
             identity,
+            sampling: mesh.mesh.tracing.as_ref().and_then(|t| t.sampling),
             services,
             by_addr,
             by_host,
@@ -346,6 +349,7 @@ impl Snapshot {
             trust_domain: String::new(),
             trust_anchors: Arc::default(),
             identity: None,
+            sampling: None,
             services: Vec::new(),
             by_addr: HashMap::new(),
             by_host: HashMap::with_hasher(FastHash::default()),

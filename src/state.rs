@@ -20,7 +20,7 @@ use crate::{
     ondemand::OnDemand,
     resilience::ResilienceMetrics,
     snapshot::Snapshot,
-    telemetry::{DetectStats, Direction, LogControl, Metrics, RouteStats, TcpStats},
+    telemetry::{DetectStats, Direction, LogControl, Metrics, Recorder, RouteStats, TcpStats},
     tls::{MeshTls, TlsMetrics},
 };
 
@@ -42,6 +42,8 @@ pub struct State {
     /// Identity's metric families, registered with or without an identity (inbound peers
     /// and mTLS refusals are counted either way).
     pub tls_metrics: TlsMetrics,
+    /// Spans and the access log.
+    pub recorder: Arc<Recorder>,
     pub logs: LogControl,
     last_error: ArcSwapOption<String>,
     listening: AtomicBool,
@@ -70,16 +72,28 @@ pub struct State {
     app_clusters: Mutex<HashMap<SocketAddr, Arc<Cluster>>>,
 }
 
+/// What a proxy's state holds besides its first snapshot, each made by its own concern.
+pub struct Parts {
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub resilience: ResilienceMetrics,
+    pub authz: AuthzMetrics,
+    pub tls_metrics: TlsMetrics,
+    pub recorder: Arc<Recorder>,
+    pub logs: LogControl,
+}
+
 impl State {
-    pub fn new(
-        first: Snapshot,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-        resilience: ResilienceMetrics,
-        authz: AuthzMetrics,
-        tls_metrics: TlsMetrics,
-        logs: LogControl,
-    ) -> Self {
+    pub fn new(first: Snapshot, parts: Parts) -> Self {
+        let Parts {
+            settings,
+            metrics,
+            resilience,
+            authz,
+            tls_metrics,
+            recorder,
+            logs,
+        } = parts;
         let unrouted_outbound = metrics.route(Direction::Outbound, "unknown", "unknown");
         let unrouted_inbound = metrics.route(Direction::Inbound, "unknown", "unknown");
         let redirected_inbound = metrics.route(Direction::Inbound, "passthrough", "default");
@@ -89,6 +103,7 @@ impl State {
             resilience,
             authz,
             tls_metrics,
+            recorder,
             logs,
             last_error: ArcSwapOption::empty(),
             listening: AtomicBool::new(false),

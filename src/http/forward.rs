@@ -3,7 +3,10 @@
 //! attempts; each [`HttpAttempt`] picks an endpoint, sends on its pooled connection and
 //! classifies what came back. HTTP/1.1 upgrades (WebSocket) are one attempt and a tunnel.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use http::{
     HeaderMap, HeaderValue, Request, Response, StatusCode, header::HeaderName, request::Parts,
@@ -15,7 +18,8 @@ use skiff_api::model::Protocol;
 
 use super::{
     ProxyBody, ProxyError, RequestError, Version,
-    headers::{self, prepare_request, prepare_response, request_head_size},
+    headers::{self, X_REQUEST_ID, prepare_request, prepare_response, request_head_size},
+    observe::{AttemptRecord, Hop},
     synthesize,
 };
 use crate::{
@@ -35,7 +39,8 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// Forwards a request along `route` and returns what the client gets: the upstream's response
-/// or the proxy's own, with `x-skiff-attempts` when it was retried.
+/// or the proxy's own, with `x-skiff-attempts` when it was retried. The upstream request
+/// carries `hop.trace`; what happened on the way is written back into `hop`.
 pub async fn forward(
     route: &Route,
     mut parts: Parts,
@@ -43,6 +48,7 @@ pub async fn forward(
     downstream: Version,
     max_head: usize,
     grpc: bool,
+    hop: &mut Hop,
 ) -> Response<ProxyBody> {
     let size = request_head_size(&parts);
     if size > max_head {
@@ -64,6 +70,9 @@ pub async fn forward(
         Ok(c) => c,
         Err(e) => return failed(&e.into(), grpc),
     };
+    if hop.observed {
+        hop.service = Some(cluster.name.clone());
+    }
     let upstream = match cluster.protocol {
         Protocol::Http1 => Version::Http1,
         Protocol::Http2 | Protocol::Grpc => Version::Http2,
@@ -71,7 +80,7 @@ pub async fn forward(
     };
     if downstream == Version::Http1 && upstream == Version::Http1 && headers::is_upgrade(&parts) {
         // Rare: boxed so it does not grow every request's future.
-        return Box::pin(upgrade(cluster, parts, body)).await;
+        return Box::pin(upgrade(cluster, parts, body, hop)).await;
     }
     let _admitted = match cluster.breaker.request() {
         Ok(g) => g,
@@ -80,8 +89,11 @@ pub async fn forward(
     if let Some(b) = &cluster.budget {
         b.deposit();
     }
-    if let Err(e) = prepare_request(&mut parts, upstream, false) {
+    if let Err(e) = prepare_request(&mut parts, upstream, false, hop.trace.as_ref()) {
         return failed(&e.into(), grpc);
+    }
+    if hop.observed {
+        hop.request_id = parts.headers.get(X_REQUEST_ID).cloned();
     }
     let plan = Plan {
         retry: route.retry.as_ref(),
@@ -101,6 +113,7 @@ pub async fn forward(
         source: RequestSource::new(parts, body, route.retry.as_ref(), upstream),
         untrusted: Tried::default(),
         untrusted_error: None,
+        hop,
     };
     let Finished { result, attempts } = resilience::run(&plan, &mut attempt).await;
     let mut rsp = result.unwrap_or_else(|e| failed(&e, grpc));
@@ -222,6 +235,8 @@ struct HttpAttempt<'a> {
     /// it (a retry that lands on one fails at once with the same error).
     untrusted: Tried,
     untrusted_error: Option<ConnectError>,
+    /// Where the request's span and log learn its endpoint and attempts.
+    hop: &'a mut Hop,
 }
 
 /// A send that got no response.
@@ -237,10 +252,49 @@ impl Attempt for HttpAttempt<'_> {
     type Error = ProxyError;
 
     async fn attempt(&mut self, cx: AttemptCx) -> Outcome<Response<ProxyBody>, ProxyError> {
+        self.hop.attempts = cx.n;
+        let start = self.hop.attempt_log.is_some().then(SystemTime::now);
+        let outcome = self.attempt_once(cx).await;
+        if let (Some(start), Some(log)) = (start, self.hop.attempt_log.as_mut()) {
+            let (status, error) = match &outcome {
+                Outcome::Response(r) => (Some(r.status), None),
+                Outcome::Failed { err, .. } => (None, Some(err.status_and_reason().1)),
+            };
+            log.push(AttemptRecord {
+                n: cx.n,
+                start,
+                end: SystemTime::now(),
+                endpoint: self.hop.endpoint,
+                status,
+                error,
+            });
+        }
+        outcome
+    }
+
+    fn can_replay(&self) -> bool {
+        self.source.can_replay()
+    }
+
+    fn pushback(rsp: &Response<ProxyBody>) -> Option<Duration> {
+        let h = rsp.headers();
+        let number = |name| h.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+        number(GRPC_PUSHBACK)
+            .map(Duration::from_millis)
+            .or_else(|| number(http::header::RETRY_AFTER).map(Duration::from_secs))
+    }
+}
+
+impl HttpAttempt<'_> {
+    async fn attempt_once(&mut self, cx: AttemptCx) -> Outcome<Response<ProxyBody>, ProxyError> {
         let pick = match self.cluster.endpoints.pick(cx.tried) {
             Ok(p) => p,
             Err(e) => return local(e.into()),
         };
+        if self.hop.observed {
+            self.hop.endpoint = Some(pick.endpoint.addr);
+            self.hop.identity.clone_from(&pick.endpoint.identity);
+        }
         if self.untrusted.contains(pick.index)
             && let Some(e) = &self.untrusted_error
         {
@@ -298,20 +352,6 @@ impl Attempt for HttpAttempt<'_> {
         }
     }
 
-    fn can_replay(&self) -> bool {
-        self.source.can_replay()
-    }
-
-    fn pushback(rsp: &Response<ProxyBody>) -> Option<Duration> {
-        let h = rsp.headers();
-        let number = |name| h.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
-        number(GRPC_PUSHBACK)
-            .map(Duration::from_millis)
-            .or_else(|| number(http::header::RETRY_AFTER).map(Duration::from_secs))
-    }
-}
-
-impl HttpAttempt<'_> {
     fn failed(&mut self, pick: &Pick, e: SendError) -> Outcome<Response<ProxyBody>, ProxyError> {
         if let Some(r) = e.unsent {
             self.source.put_back(r);
@@ -471,19 +511,29 @@ fn is_unprocessed(err: &hyper::Error) -> bool {
 
 /// An HTTP/1.1 protocol switch: one attempt on a connection of its own and, on
 /// `101 Switching Protocols`, both sides joined into a byte tunnel.
-async fn upgrade(cluster: &Cluster, mut parts: Parts, body: Incoming) -> Response<ProxyBody> {
+async fn upgrade(
+    cluster: &Cluster,
+    mut parts: Parts,
+    body: Incoming,
+    hop: &mut Hop,
+) -> Response<ProxyBody> {
     let _admitted = match cluster.breaker.request() {
         Ok(g) => g,
         Err(e) => return failed(&ResilienceError::from(e).into(), false),
     };
     let client = parts.extensions.remove::<OnUpgrade>();
-    if let Err(e) = prepare_request(&mut parts, Version::Http1, true) {
+    if let Err(e) = prepare_request(&mut parts, Version::Http1, true, hop.trace.as_ref()) {
         return failed(&e.into(), false);
     }
     let pick = match cluster.endpoints.pick(Tried::default()) {
         Ok(p) => p,
         Err(e) => return failed(&e.into(), false),
     };
+    hop.attempts = 1;
+    if hop.observed {
+        hop.endpoint = Some(pick.endpoint.addr);
+        hop.identity.clone_from(&pick.endpoint.identity);
+    }
     let pool = cluster.pool(&pick);
     let mut sender = match pool.connect_h1(true, &cluster.breaker).await {
         Ok(s) => s,

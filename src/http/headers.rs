@@ -1,6 +1,7 @@
 //! Header hygiene between hops: hop-by-hop headers removed (RFC 9110 §7.6.1), `x-request-id`
-//! set when absent, the request target and `Host`/`:authority` rewritten for the upstream's
-//! HTTP version. `x-forwarded-for` and `forwarded` pass through untouched (see README).
+//! set when absent, `traceparent` written for this hop, the request target and
+//! `Host`/`:authority` rewritten for the upstream's HTTP version. `x-forwarded-for` and
+//! `forwarded` pass through untouched (see README).
 
 use http::{
     HeaderMap, HeaderValue, Uri, Version as HttpVersion,
@@ -11,6 +12,7 @@ use http::{
 use rand::RngExt;
 
 use super::{RequestError, Version};
+use crate::telemetry::spans::TraceCx;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -128,13 +130,18 @@ fn request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// Prepares a request head for an upstream speaking `upstream`.
+/// Prepares a request head for an upstream speaking `upstream`, carrying `trace` (this hop's
+/// span as the parent) when tracing is on.
 pub fn prepare_request(
     parts: &mut Parts,
     upstream: Version,
     upgrade: bool,
+    trace: Option<&TraceCx>,
 ) -> Result<(), RequestError> {
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    if let Some(cx) = trace {
+        cx.inject(&mut parts.headers);
+    }
     // The proxy answers `Expect: 100-continue` itself (hyper sends the 100 once the body is
     // read), so the upstream sees a plain request.
     parts.headers.remove(header::EXPECT);
@@ -239,7 +246,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        prepare_request(&mut p, Version::Http2, false).unwrap();
+        prepare_request(&mut p, Version::Http2, false, None).unwrap();
         assert_eq!(p.uri.to_string(), "http://reviews:9080/x?y=1");
         assert!(!p.headers.contains_key(header::HOST));
     }
@@ -251,7 +258,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        prepare_request(&mut p, Version::Http1, false).unwrap();
+        prepare_request(&mut p, Version::Http1, false, None).unwrap();
         assert_eq!(p.uri.to_string(), "/x");
         assert_eq!(p.headers[header::HOST], "reviews");
     }

@@ -6,6 +6,7 @@
 mod body;
 pub mod forward;
 pub mod headers;
+pub mod observe;
 mod respond;
 mod server;
 

@@ -1,6 +1,7 @@
 //! Serving one accepted HTTP connection with hyper (HTTP/1.1 with upgrades, or h2c): each
-//! request is resolved to a route, forwarded, and counted. Drain turns into hyper's graceful
-//! shutdown: GOAWAY on HTTP/2, `Connection: close` on HTTP/1.1.
+//! request gets its trace context, is resolved to a route, forwarded, counted and, when
+//! sampled or logged, observed. Drain turns into hyper's graceful shutdown: GOAWAY on HTTP/2,
+//! `Connection: close` on HTTP/1.1.
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
@@ -10,19 +11,30 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use super::{ProxyBody, ProxyError, Version, forward, headers::is_grpc, synthesize};
+use super::{
+    ProxyBody, ProxyError, Version, forward,
+    headers::is_grpc,
+    observe::{self, Exchange, Hop},
+    synthesize,
+};
 use crate::{
     listener::Drain,
     resilience::RateLimiter,
     route::{Route, RouteError},
     snapshot::Snapshot,
     state::State,
-    telemetry::RouteStats,
+    telemetry::{Direction, RouteStats},
 };
 
 /// How a listener finds the route for a request (outbound: by destination and authority;
 /// inbound: this workload's app).
 pub trait Handler: Send + Sync + 'static {
+    /// Which side of the proxy this is: outbound requests get client spans, inbound server.
+    fn direction(&self) -> Direction;
+    /// Inbound: the identity the caller proved on this connection.
+    fn peer_identity(&self) -> Option<&Arc<str>> {
+        None
+    }
     fn resolve<'a>(&'a self, snap: &'a Snapshot, parts: &Parts) -> Result<&'a Route, RouteError>;
     /// Counters for requests that found no route.
     fn unrouted<'s>(&self, state: &'s State) -> &'s RouteStats;
@@ -50,6 +62,28 @@ async fn handle<H: Handler>(
     let grpc = is_grpc(req.headers());
     let snap = state.snapshot();
     let (parts, body) = req.into_parts();
+    let recorder = &state.recorder;
+    let trace = recorder.tracer.begin(&parts.headers, snap.sampling);
+    let mut ex = Exchange::begin(
+        recorder,
+        trace.or_else(|| {
+            // Tracing off: the log shows the context passed on unchanged, if any.
+            recorder
+                .access_log
+                .is_on()
+                .then(|| observe::incoming_context(&parts.headers))
+                .flatten()
+        }),
+        handler.direction(),
+        &parts,
+        version,
+        grpc,
+        start,
+    );
+    if let Some(ex) = ex.as_mut() {
+        ex.set_peer_identity(handler.peer_identity());
+    }
+    let hop = Hop::new(trace, ex.is_some());
     let miss = match handler.resolve(&snap, &parts) {
         Ok(route) => {
             let admitted = handler.authorize(&snap, &parts).and_then(|()| {
@@ -62,9 +96,12 @@ async fn handle<H: Handler>(
                 route.stats.requests.inc();
                 let rsp = failed(&e, grpc);
                 route.stats.record(rsp.status().as_u16(), start.elapsed());
-                return rsp;
+                if let Some(ex) = ex.as_mut() {
+                    ex.set_route(&route.name);
+                }
+                return observed(rsp, ex, hop);
             }
-            return routed(state, route, parts, body, version, grpc, start).await;
+            return routed(state, route, parts, body, version, grpc, start, ex, hop).await;
         }
         Err(e) => e,
     };
@@ -79,7 +116,8 @@ async fn handle<H: Handler>(
                 let snap = state.snapshot();
                 match handler.resolve(&snap, &parts) {
                     Ok(route) => {
-                        return routed(state, route, parts, body, version, grpc, start).await;
+                        return routed(state, route, parts, body, version, grpc, start, ex, hop)
+                            .await;
                     }
                     Err(e) => e,
                 }
@@ -91,9 +129,10 @@ async fn handle<H: Handler>(
     stats.requests.inc();
     let rsp = failed(&miss.into(), grpc);
     stats.record(rsp.status().as_u16(), start.elapsed());
-    rsp
+    observed(rsp, ex, hop)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn routed(
     state: &State,
     route: &Route,
@@ -102,8 +141,13 @@ async fn routed(
     version: Version,
     grpc: bool,
     start: Instant,
+    mut ex: Option<Box<Exchange>>,
+    mut hop: Hop,
 ) -> Response<ProxyBody> {
     route.stats.requests.inc();
+    if let Some(ex) = ex.as_mut() {
+        ex.set_route(&route.name);
+    }
     let rsp = forward(
         route,
         parts,
@@ -111,9 +155,24 @@ async fn routed(
         version,
         state.settings.max_header_bytes,
         grpc,
+        &mut hop,
     )
     .await;
     route.stats.record(rsp.status().as_u16(), start.elapsed());
+    observed(rsp, ex, hop)
+}
+
+/// Hands the observed request its response; it finishes when the body ends.
+fn observed(
+    mut rsp: Response<ProxyBody>,
+    ex: Option<Box<Exchange>>,
+    hop: Hop,
+) -> Response<ProxyBody> {
+    if let Some(mut ex) = ex {
+        ex.set_hop(hop);
+        ex.respond(&rsp);
+        rsp.body_mut().observe(ex);
+    }
     rsp
 }
 

@@ -227,6 +227,13 @@ fn hex_array<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Lowercase hex of `bytes`, as trace and span ids are written.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {

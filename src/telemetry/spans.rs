@@ -1,0 +1,498 @@
+//! Spans on the request path: the sampling decision (parent-based, a ratio for new traces),
+//! the trace context a hop forwards, and the span record a sampled hop fills and hands to the
+//! exporter's queue. An unsampled request costs a decision and an id, never a span.
+
+use std::{borrow::Cow, sync::Arc, time::SystemTime};
+
+use http::{HeaderMap, HeaderValue, header::HeaderName};
+use opentelemetry::{
+    InstrumentationScope, KeyValue, Value,
+    trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState},
+};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use rand::RngExt;
+
+use super::{
+    export::SpanQueue,
+    trace_context::{self, SpanId, TraceId},
+};
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Where a request's trace context came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A valid W3C `traceparent`.
+    W3c,
+    /// B3 headers (no `traceparent` came).
+    B3,
+    /// Nothing usable came: a new trace. `invalid`: a `traceparent` came and was not valid.
+    New { invalid: bool },
+}
+
+/// One hop's place in its trace: the trace, this hop's span and its parent, and the sampling
+/// decision. Copied into what the hop forwards and what it logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceCx {
+    pub trace_id: TraceId,
+    /// This hop's span: the parent of what it forwards.
+    pub span_id: SpanId,
+    pub parent: Option<SpanId>,
+    pub sampled: bool,
+    pub origin: Origin,
+}
+
+impl TraceCx {
+    /// The `traceparent` to forward: this hop's span as the parent.
+    pub fn traceparent(&self) -> String {
+        trace_context::format_traceparent(self.trace_id, self.span_id, self.sampled)
+    }
+
+    /// Writes this hop's context into the headers it forwards: `traceparent` always; an
+    /// incoming `tracestate` stays unless the `traceparent` it belonged to was invalid; B3
+    /// headers the context came from are rewritten so Zipkin-instrumented apps follow too.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        if let Ok(v) = HeaderValue::from_str(&self.traceparent()) {
+            headers.insert(TRACEPARENT, v);
+        }
+        match self.origin {
+            Origin::W3c | Origin::New { invalid: false } => {}
+            Origin::New { invalid: true } => {
+                headers.remove(TRACESTATE);
+            }
+            Origin::B3 => self.inject_b3(headers),
+        }
+    }
+
+    fn inject_b3(&self, headers: &mut HeaderMap) {
+        let trace = trace_context::hex(&self.trace_id.0);
+        let span = trace_context::hex(&self.span_id.0);
+        let flag = if self.sampled { "1" } else { "0" };
+        if headers.contains_key("b3") {
+            if let Ok(v) = HeaderValue::from_str(&format!("{trace}-{span}-{flag}")) {
+                headers.insert("b3", v);
+            }
+            return;
+        }
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        };
+        set("x-b3-traceid", &trace);
+        set("x-b3-spanid", &span);
+        set("x-b3-sampled", flag);
+        match self.parent {
+            Some(p) => set("x-b3-parentspanid", &trace_context::hex(&p.0)),
+            None => {
+                headers.remove("x-b3-parentspanid");
+            }
+        }
+    }
+
+    /// A child of this hop (a retry attempt's span) in the same trace.
+    pub fn child(&self) -> TraceCx {
+        TraceCx {
+            span_id: new_span_id(),
+            parent: Some(self.span_id),
+            ..*self
+        }
+    }
+}
+
+/// The proxy's tracer: off without a collector; on, it decides, and queues finished spans.
+pub struct Tracer {
+    queue: Option<SpanQueue>,
+    /// Where the spans go, for `/config_dump`.
+    endpoint: Option<String>,
+    /// The ratio for new traces when the mesh file sets none (`OTEL_TRACES_SAMPLER*`).
+    default_ratio: f64,
+    scope: InstrumentationScope,
+}
+
+impl Tracer {
+    /// No collector: no spans, no decisions; trace headers pass through untouched.
+    pub fn off() -> Tracer {
+        Tracer {
+            queue: None,
+            endpoint: None,
+            default_ratio: 0.0,
+            scope: scope(),
+        }
+    }
+
+    pub fn new(queue: SpanQueue, default_ratio: f64, endpoint: &str) -> Tracer {
+        Tracer {
+            queue: Some(queue),
+            endpoint: Some(endpoint.to_owned()),
+            default_ratio,
+            scope: scope(),
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+
+    pub fn default_ratio(&self) -> f64 {
+        self.default_ratio
+    }
+
+    /// The context of a request arriving with `headers`: a child of what came, or a new trace
+    /// sampled at `mesh_ratio` (the mesh file's, which wins) or the default. `None`: off.
+    pub fn begin(&self, headers: &HeaderMap, mesh_ratio: Option<f64>) -> Option<TraceCx> {
+        self.queue.as_ref()?;
+        let (parent, origin) = match trace_context::extract(headers) {
+            Some(p) => {
+                let origin = if headers.contains_key(TRACEPARENT) {
+                    Origin::W3c
+                } else {
+                    Origin::B3
+                };
+                (Some(p), origin)
+            }
+            None => (
+                None,
+                Origin::New {
+                    invalid: headers.contains_key(TRACEPARENT),
+                },
+            ),
+        };
+        Some(match parent {
+            Some(p) => TraceCx {
+                trace_id: p.trace_id,
+                span_id: new_span_id(),
+                parent: Some(p.span_id),
+                sampled: p.sampled,
+                origin,
+            },
+            None => self.new_trace(mesh_ratio, origin),
+        })
+    }
+
+    /// A new trace (a TCP connection, which carries no headers). `None`: off.
+    pub fn begin_new(&self, mesh_ratio: Option<f64>) -> Option<TraceCx> {
+        self.queue.as_ref()?;
+        Some(self.new_trace(mesh_ratio, Origin::New { invalid: false }))
+    }
+
+    fn new_trace(&self, mesh_ratio: Option<f64>, origin: Origin) -> TraceCx {
+        let trace_id = new_trace_id();
+        TraceCx {
+            trace_id,
+            span_id: new_span_id(),
+            parent: None,
+            sampled: ratio_samples(mesh_ratio.unwrap_or(self.default_ratio), trace_id),
+            origin,
+        }
+    }
+
+    /// A span for `cx`, when it is sampled and tracing is on.
+    pub fn span(&self, cx: &TraceCx, kind: SpanKind, start: SystemTime) -> Option<Span> {
+        (cx.sampled && self.queue.is_some()).then(|| Span {
+            cx: *cx,
+            kind,
+            name: Cow::Borrowed(""),
+            start,
+            attributes: Vec::with_capacity(16),
+            error: None,
+        })
+    }
+
+    /// Ends `span` now and queues it; a full queue drops it (counted), never waits.
+    pub fn finish(&self, span: Span) {
+        self.finish_at(span, SystemTime::now());
+    }
+
+    pub fn finish_at(&self, span: Span, end: SystemTime) {
+        if let Some(q) = &self.queue {
+            q.push(span.into_data(end, self.scope.clone()));
+        }
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("skiff")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
+/// Trace-id-ratio sampling: the same trace id gets the same answer on every proxy.
+fn ratio_samples(ratio: f64, trace_id: TraceId) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio.is_nan() || ratio <= 0.0 {
+        return false;
+    }
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id.0[8..]);
+    let low = u64::from_be_bytes(low) >> 1;
+    // The ratio scaled over 63 bits; exact enough for any ratio a mesh file can state.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bound = (ratio * (1u64 << 63) as f64) as u64;
+    low < bound
+}
+
+fn new_trace_id() -> TraceId {
+    let mut rng = rand::rng();
+    loop {
+        let id: [u8; 16] = rng.random();
+        if id != [0; 16] {
+            return TraceId(id);
+        }
+    }
+}
+
+pub fn new_span_id() -> SpanId {
+    let mut rng = rand::rng();
+    loop {
+        let id: [u8; 8] = rng.random();
+        if id != [0; 8] {
+            return SpanId(id);
+        }
+    }
+}
+
+/// A sampled hop's span while it is open: attributes are added as the request goes.
+pub struct Span {
+    pub cx: TraceCx,
+    kind: SpanKind,
+    name: Cow<'static, str>,
+    start: SystemTime,
+    attributes: Vec<KeyValue>,
+    /// Set: the span ends in error with this description.
+    error: Option<Cow<'static, str>>,
+}
+
+impl Span {
+    pub fn set_name(&mut self, name: impl Into<Cow<'static, str>>) {
+        self.name = name.into();
+    }
+
+    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        self.attributes.push(KeyValue::new(key, value));
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.attributes.iter().any(|kv| kv.key.as_str() == key)
+    }
+
+    /// Marks the span failed: `error.type` (once) and an error status.
+    pub fn fail(&mut self, error_type: impl Into<Cow<'static, str>>) {
+        if self.error.is_none() {
+            let e: Cow<'static, str> = error_type.into();
+            self.set("error.type", e.clone());
+            self.error = Some(e);
+        }
+    }
+
+    fn into_data(self, end: SystemTime, scope: InstrumentationScope) -> SpanData {
+        let flags = if self.cx.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        SpanData {
+            span_context: SpanContext::new(
+                opentelemetry::trace::TraceId::from_bytes(self.cx.trace_id.0),
+                opentelemetry::trace::SpanId::from_bytes(self.cx.span_id.0),
+                flags,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: self
+                .cx
+                .parent
+                .map_or(opentelemetry::trace::SpanId::INVALID, |p| {
+                    opentelemetry::trace::SpanId::from_bytes(p.0)
+                }),
+            parent_span_is_remote: self.cx.parent.is_some(),
+            span_kind: self.kind,
+            name: self.name,
+            start_time: self.start,
+            end_time: end.max(self.start),
+            attributes: self.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: match self.error {
+                Some(e) => Status::error(e),
+                None => Status::Unset,
+            },
+            instrumentation_scope: scope,
+        }
+    }
+}
+
+/// A value for a string attribute that is already shared.
+pub fn shared(s: &Arc<str>) -> Value {
+    Value::from(s.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> (SpanQueue, tokio::sync::mpsc::Receiver<SpanData>) {
+        SpanQueue::bounded(8, super::super::export::TraceMetrics::default())
+    }
+
+    #[test]
+    fn off_decides_nothing() {
+        let t = Tracer::off();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        assert!(t.begin(&h, Some(1.0)).is_none());
+        assert!(t.begin_new(Some(1.0)).is_none());
+    }
+
+    #[test]
+    fn incoming_context_is_the_parent_and_its_flag_wins() {
+        let (q, _rx) = queue();
+        let t = Tracer::new(q, 1.0, "http://collector:4317");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+                .parse()
+                .unwrap(),
+        );
+        let cx = t.begin(&h, Some(1.0)).unwrap();
+        assert!(!cx.sampled, "parent-based: the caller's decision wins");
+        assert_eq!(
+            cx.parent.unwrap().0,
+            [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]
+        );
+        assert_ne!(cx.span_id, cx.parent.unwrap());
+        assert_eq!(cx.origin, Origin::W3c);
+        let tp = cx.traceparent();
+        assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+        assert!(tp.ends_with("-00"));
+    }
+
+    #[test]
+    fn invalid_traceparent_starts_a_new_trace() {
+        let (q, _rx) = queue();
+        let t = Tracer::new(q, 0.0, "http://collector:4317");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        let cx = t.begin(&h, None).unwrap();
+        assert_eq!(cx.origin, Origin::New { invalid: true });
+        assert!(cx.parent.is_none());
+        assert!(!cx.sampled);
+    }
+
+    #[test]
+    fn mesh_ratio_wins_over_the_default() {
+        let (q, _rx) = queue();
+        let t = Tracer::new(q, 1.0, "http://collector:4317");
+        let h = HeaderMap::new();
+        assert!(!t.begin(&h, Some(0.0)).unwrap().sampled);
+        assert!(t.begin(&h, None).unwrap().sampled);
+    }
+
+    #[test]
+    fn ratio_is_by_trace_id() {
+        let mut id = [0u8; 16];
+        id[8] = 0x10; // the low half is 1/16 of its range
+        assert!(ratio_samples(0.07, TraceId(id)));
+        assert!(!ratio_samples(0.06, TraceId(id)));
+        assert!(!ratio_samples(f64::NAN, TraceId(id)));
+        let hits = (0..20_000)
+            .filter(|_| ratio_samples(0.1, new_trace_id()))
+            .count();
+        assert!((1_500..2_500).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn a_finished_span_carries_its_context_and_error() {
+        let (q, mut rx) = queue();
+        let t = Tracer::new(q, 1.0, "http://collector:4317");
+        let cx = t.begin_new(None).unwrap();
+        let mut span = t.span(&cx, SpanKind::Client, SystemTime::now()).unwrap();
+        span.set_name("GET reviews");
+        span.set("http.response.status_code", 504_i64);
+        span.fail("timeout");
+        span.fail("ignored");
+        t.finish(span);
+        let data = rx.try_recv().unwrap();
+        assert_eq!(data.name, "GET reviews");
+        assert_eq!(data.span_context.trace_id().to_bytes(), cx.trace_id.0);
+        assert_eq!(data.span_kind, SpanKind::Client);
+        assert_eq!(data.status, Status::error("timeout"));
+        assert_eq!(
+            data.attributes
+                .iter()
+                .filter(|kv| kv.key.as_str() == "error.type")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn injection_keeps_tracestate_and_follows_b3() {
+        let (q, _rx) = queue();
+        let t = Tracer::new(q, 1.0, "http://collector:4317");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        h.insert("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
+        let cx = t.begin(&h, None).unwrap();
+        cx.inject(&mut h);
+        assert_eq!(h["traceparent"], cx.traceparent().as_str());
+        assert_eq!(h["tracestate"], "congo=t61rcWkgMzE");
+
+        let mut bad = HeaderMap::new();
+        bad.insert("traceparent", "00-xyz".parse().unwrap());
+        bad.insert("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
+        let cx = t.begin(&bad, None).unwrap();
+        cx.inject(&mut bad);
+        assert!(
+            !bad.contains_key("tracestate"),
+            "it belonged to the invalid parent"
+        );
+
+        let mut b3 = HeaderMap::new();
+        b3.insert("x-b3-traceid", "463ac35c9f6413ad".parse().unwrap());
+        b3.insert("x-b3-spanid", "a2fb4a1d1a96d312".parse().unwrap());
+        b3.insert("x-b3-sampled", "1".parse().unwrap());
+        let cx = t.begin(&b3, None).unwrap();
+        assert_eq!(cx.origin, Origin::B3);
+        cx.inject(&mut b3);
+        assert_eq!(b3["x-b3-traceid"], "0000000000000000463ac35c9f6413ad");
+        assert_eq!(b3["x-b3-parentspanid"], "a2fb4a1d1a96d312");
+        assert_eq!(
+            b3["x-b3-spanid"],
+            trace_context::hex(&cx.span_id.0).as_str()
+        );
+        assert!(b3.contains_key("traceparent"));
+    }
+
+    #[test]
+    fn unsampled_gets_no_span() {
+        let (q, _rx) = queue();
+        let t = Tracer::new(q, 0.0, "http://collector:4317");
+        let cx = t.begin_new(None).unwrap();
+        assert!(t.span(&cx, SpanKind::Server, SystemTime::now()).is_none());
+    }
+}
