@@ -16,7 +16,7 @@ use crate::support::{
 };
 
 /// Every stdout line after the startup line, parsed; panics on one that is not a JSON object.
-fn entries(proxy: &Proxy) -> Vec<Value> {
+pub(super) fn entries(proxy: &Proxy) -> Vec<Value> {
     proxy
         .stdout_lines()
         .iter()
@@ -31,7 +31,7 @@ fn entries(proxy: &Proxy) -> Vec<Value> {
 
 /// Waits for the access log entry of the request for `path` and returns it; panics unless
 /// there is exactly one.
-async fn entry(proxy: &Proxy, path: &str) -> Value {
+pub(super) async fn entry(proxy: &Proxy, path: &str) -> Value {
     eventually(&format!("an access log line for {path}"), STEP, || async {
         entries(proxy).iter().any(|e| e["path"] == path)
     })

@@ -1,6 +1,7 @@
 //! Spans of failed requests say why: an authorization denial on the inbound side and a timeout
 //! on the outbound side carry `error.type` and `skiff.reason` (the proxy's reason token) with
-//! an ERROR status; an upstream's own 5xx carries its status code as `error.type`, no reason.
+//! an ERROR status (the denial's access log line too); an upstream's own 5xx carries its status
+//! code as `error.type`, no reason.
 
 use http::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode as SpanStatus};
@@ -52,6 +53,7 @@ authorization:
     );
     let proxy = traced(ProxyBuilder::new(&mesh), &collector.endpoint())
         .workload("web", "default")
+        .flag("--access-log")
         .start()
         .await;
 
@@ -62,6 +64,11 @@ authorization:
     let span = super::one(&spans, SpanKind::Server);
     assert_proxy_failure(&span, 403, "unauthorized");
     assert_eq!(span.str("url.path"), Some("/private"), "{span:?}");
+    let e = super::access_log::entry(&proxy, "/private").await;
+    assert_eq!(e["direction"], "inbound", "{e:#}");
+    assert_eq!(e["status"], 403, "{e:#}");
+    assert_eq!(e["reason"], "unauthorized", "{e:#}");
+    assert_eq!(e["span_id"], span.span_id.as_str(), "{e:#}");
 
     let (allowed, _, tp) = sampled_parent();
     let r = client::send_h1(proxy.inbound, get_in("web", "/public/x", &tp)).await;

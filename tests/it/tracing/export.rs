@@ -1,6 +1,7 @@
 //! The exporter's cost and accounting: a dead collector (connection refused) or a stalled one
 //! (accepts, never answers) neither fails nor slows requests compared with tracing off, and
-//! its lost spans are counted; with a live collector every exported span is counted.
+//! its lost spans are counted; with a live collector every exported span is counted; the
+//! traces-specific endpoint variable wins over the generic one.
 
 use std::time::Duration;
 
@@ -54,9 +55,38 @@ async fn timed_run(proxy: &Proxy) -> Duration {
     took
 }
 
-/// Spans lost by the exporter so far: dropped for any reason, plus failed exports.
-fn lost(m: &Metrics) -> f64 {
-    m.sum("skiff_trace_spans_dropped_total", &[]) + m.sum("skiff_trace_export_errors_total", &[])
+/// The exporter's own counters, for failure messages.
+fn trace_metrics(m: &Metrics) -> Vec<String> {
+    m.samples
+        .iter()
+        .filter(|s| s.name.starts_with("skiff_trace_"))
+        .map(|s| format!("{}{:?} {}", s.name, s.labels, s.value))
+        .collect()
+}
+
+/// Waits until the proxy has counted failed exports and the spans they lost (each export to
+/// a bad collector fails, at the latest after the 500 ms OTLP timeout).
+async fn assert_losses_counted(proxy: &Proxy) {
+    let counted = |m: &Metrics| {
+        m.sum("skiff_trace_export_errors_total", &[]) > 0.0
+            && m.sum(
+                "skiff_trace_spans_dropped_total",
+                &[("reason", "export-failed")],
+            ) > 0.0
+    };
+    let deadline = Instant::now() + STEP;
+    loop {
+        let m = proxy.metric_values().await;
+        if counted(&m) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failed exports and their spans are counted: {:#?}",
+            trace_metrics(&m)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs the same load through a proxy without tracing and through `traced`, and asserts the
@@ -66,6 +96,8 @@ async fn assert_costs_nothing(app: &HttpUpstream, traced: &Proxy, what: &str) {
     let base = timed_run(&plain).await;
     let with = timed_run(traced).await;
     let bound = base * 3 + Duration::from_secs(2);
+    // Shown with --nocapture (and on failure): how far from the bound a run was.
+    eprintln!("{what}: {REQUESTS} requests in {with:?}, {base:?} without tracing");
     assert!(
         with < bound,
         "{what}: {REQUESTS} requests took {with:?} against {base:?} without tracing (bound {bound:?})"
@@ -78,15 +110,13 @@ async fn dead_collector_costs_requests_nothing_and_drops_are_counted() {
     let proxy = lossy(&app, &dead_endpoint().await).await;
 
     assert_costs_nothing(&app, &proxy, "dead collector").await;
-    eventually("the lost spans are counted", STEP, || async {
-        lost(&proxy.metric_values().await) > 0.0
-    })
-    .await;
+    assert_losses_counted(&proxy).await;
     let m = proxy.metric_values().await;
     assert_eq!(
         m.sum("skiff_trace_spans_exported_total", &[]),
         0.0,
-        "nothing was exported to a dead collector"
+        "nothing was exported to a dead collector: {:#?}",
+        trace_metrics(&m)
     );
 }
 
@@ -101,10 +131,7 @@ async fn stalled_collector_costs_requests_nothing_and_drops_are_counted() {
         stalled.connections() > 0,
         "the exporter did reach the stalled collector"
     );
-    eventually("the lost spans are counted", STEP, || async {
-        lost(&proxy.metric_values().await) > 0.0
-    })
-    .await;
+    assert_losses_counted(&proxy).await;
     // A queue of 16 cannot hold 210 spans while each export waits its 500 ms out.
     let m = proxy.metric_values().await;
     assert!(
@@ -160,4 +187,25 @@ async fn exported_spans_are_counted() {
     );
     assert_eq!(m.sum("skiff_trace_spans_dropped_total", &[]), 0.0);
     assert_eq!(m.sum("skiff_trace_export_errors_total", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn traces_endpoint_variable_wins_over_the_generic_one() {
+    let collector = Collector::start().await;
+    let app = HttpUpstream::start("web").await;
+    let proxy = ProxyBuilder::new(&web_mesh(&app))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &dead_endpoint().await)
+        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &collector.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .start()
+        .await;
+    let r = client::send_h1(proxy.outbound, client::get("web", "/")).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let spans = collector.wait_for(SPANS, |all| !all.is_empty()).await;
+    assert_eq!(
+        spans.len(),
+        1,
+        "the span went to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: {:#?}",
+        trace_metrics(&proxy.metric_values().await)
+    );
 }

@@ -1,5 +1,6 @@
-//! Tracing in a mesh with identities (xDS mode, mTLS): each side's span names the other side's
-//! SPIFFE ID, and a sampling change pushed by the control plane applies without a restart.
+//! Peer identities in spans: in a mesh with identities (xDS mode, mTLS) each side's span names
+//! the other side's SPIFFE ID, and a sampling change pushed by the control plane applies
+//! without a restart; without mTLS (static mode, plaintext) no identity is claimed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,7 +11,8 @@ use super::{SPANS, TraceParent, marker, one, sampled_parent, seen_traceparent, t
 use crate::{
     mtls::{CLIENT, CLIENT_SA, Pair, SERVER, SERVER_SA, SERVICE, pair_mesh},
     support::{
-        STEP, client, collector::Collector, eventually, mesh::spiffe, upstream::HttpUpstream,
+        STEP, client, collector::Collector, eventually, mesh::spiffe, proxy::ProxyBuilder,
+        upstream::HttpUpstream,
     },
 };
 
@@ -26,7 +28,10 @@ async fn spans_carry_peer_identities_and_pushed_sampling_applies_live() {
     let collector = Collector::start().await;
     let app = HttpUpstream::start("reviews-app").await;
     let endpoint = collector.endpoint();
-    let pair = Pair::start_with("auto", app.addr(), "strict", |_, b| traced(b, &endpoint)).await;
+    let pair = Pair::start_with("auto", app.addr(), "strict", |_, b| {
+        traced(b, &endpoint).flag("--access-log")
+    })
+    .await;
 
     let (trace, _, tp) = sampled_parent();
     let r = client::send_h1(pair.client.outbound, super::get_in(SERVICE, "/mtls", &tp)).await;
@@ -47,6 +52,17 @@ async fn spans_carry_peer_identities_and_pushed_sampling_applies_live() {
     assert_eq!(a.service_name(), Some(CLIENT), "{a:?}");
     assert_eq!(b.service_name(), Some(SERVER), "{b:?}");
     assert_eq!(b.parent_span_id, a.span_id, "{spans:?}");
+    // The access log lines of both sides join their spans and name the same peers.
+    for (proxy, span, direction, peer) in [
+        (&pair.client, &a, "outbound", spiffe(SERVER_SA)),
+        (&pair.server, &b, "inbound", spiffe(CLIENT_SA)),
+    ] {
+        let e = super::access_log::entry(proxy, "/mtls").await;
+        assert_eq!(e["direction"], direction, "{e:#}");
+        assert_eq!(e["peer_identity"], peer.as_str(), "{e:#}");
+        assert_eq!(e["trace_id"], trace.as_str(), "{e:#}");
+        assert_eq!(e["span_id"], span.span_id.as_str(), "{e:#}");
+    }
 
     // The control plane pushes sampling 0.0; the client side starts the traces, so once it
     // has the push the app sees unsampled ones.
@@ -80,4 +96,33 @@ async fn spans_carry_peer_identities_and_pushed_sampling_applies_live() {
             "no span for the unsampled trace {t}: {all:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn plaintext_spans_and_log_lines_claim_no_peer_identity() {
+    let collector = Collector::start().await;
+    let app = HttpUpstream::start("reviews-app").await;
+    // Static mode, no CA: the workload endpoint is dialled in plaintext, so nothing is proved.
+    let mesh = format!(
+        "services:\n  - name: reviews\n    endpoints: [ {{ workload: reviews-v1 }} ]\n\
+         workloads:\n  - name: reviews-v1\n    inbound: {{ listen: \"{}\", app: \"127.0.0.1:9\" }}\n",
+        app.addr()
+    );
+    let proxy = traced(ProxyBuilder::new(&mesh), &collector.endpoint())
+        .flag("--access-log")
+        .start()
+        .await;
+
+    let (trace, _, tp) = sampled_parent();
+    let r = client::send_h1(proxy.outbound, super::get_in(SERVICE, "/plain", &tp)).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.served_by(), Some("reviews-app"), "{r:?}");
+    let spans = super::wait_kind(&collector, &trace, SpanKind::Client).await;
+    let a = one(&spans, SpanKind::Client);
+    let e = super::access_log::entry(&proxy, "/plain").await;
+    assert_eq!(
+        (a.attr("skiff.peer.identity"), &e["peer_identity"]),
+        (None, &serde_json::Value::Null),
+        "no identity without mTLS, in the span or the log line: {a:?} {e:#}"
+    );
 }

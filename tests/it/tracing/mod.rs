@@ -184,11 +184,14 @@ pub async fn marker(collector: &Collector, addr: SocketAddr, host: &str, n: usiz
 pub const CLIENT_SERVICE: &str = "productpage";
 /// The server side's workload in a [`Chain`]: its default `service.name`.
 pub const SERVER_WORKLOAD: &str = "reviews-v1";
+/// The server side's `SKIFF_POD_NAME` in a [`Chain`].
+pub const SERVER_POD: &str = "reviews-v1-7d9f8c-x2x4q";
 
 /// Two sidecars on loopback in static mode: client -> `client_side` outbound (service
 /// `reviews`) -> `server_side` inbound (workload `reviews-v1`, namespace `default`) -> `app`.
 /// Both export to the same collector; the client side names itself with `OTEL_SERVICE_NAME`
-/// (plus `OTEL_RESOURCE_ATTRIBUTES`), the server side takes its workload's name.
+/// (plus `OTEL_RESOURCE_ATTRIBUTES`), the server side takes its workload's name (and has a
+/// `SKIFF_POD_NAME`).
 pub struct Chain {
     pub app: HttpUpstream,
     pub server_side: Proxy,
@@ -207,6 +210,7 @@ impl Chain {
         );
         let server_side = traced(ProxyBuilder::new(&server_mesh), endpoint)
             .workload(SERVER_WORKLOAD, "default")
+            .env("SKIFF_POD_NAME", SERVER_POD)
             .start()
             .await;
         let client_mesh = format!(

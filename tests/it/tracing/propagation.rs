@@ -121,9 +121,10 @@ async fn two_sidecars_continue_an_incoming_sampled_trace() {
         "the server span names the local app: {b:?}"
     );
     assert_eq!(
-        a.attr("skiff.peer.identity"),
-        None,
-        "no identity without mTLS: {a:?}"
+        b.resource_str("k8s.pod.name"),
+        Some(super::SERVER_POD),
+        "from SKIFF_POD_NAME: {:?}",
+        b.resource
     );
 }
 

@@ -1,13 +1,16 @@
 //! Opaque TCP through a sidecar: one span per connection, a new trace each, with the bytes
-//! that went each way (the server's banner one way, the client's payload the other).
+//! that went each way (the server's banner one way, the client's payload the other), and one
+//! access log line joined to it.
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 use super::{SPANS, traced};
 use crate::{
     support::{
+        STEP,
         client::RawConn,
         collector::{Attr, Collector},
+        eventually,
         proxy::ProxyBuilder,
         upstream::{BANNER, BannerServer},
     },
@@ -24,6 +27,7 @@ async fn tcp_connection_gives_one_span_with_bytes_each_way() {
         smtp.addr()
     );
     let proxy = traced(ProxyBuilder::new(&mesh), &collector.endpoint())
+        .flag("--access-log")
         .start()
         .await;
 
@@ -71,4 +75,21 @@ async fn tcp_connection_gives_one_span_with_bytes_each_way() {
         "client -> upstream: each payload: {spans:?}"
     );
     assert_ne!(spans[0].trace_id, spans[1].trace_id, "{spans:?}");
+
+    // One access log line per connection, joined to its span.
+    eventually("an access log line per connection", STEP, || async {
+        super::access_log::entries(&proxy).len() >= sizes.len()
+    })
+    .await;
+    let lines = super::access_log::entries(&proxy);
+    assert_eq!(lines.len(), sizes.len(), "{lines:#?}");
+    for e in &lines {
+        let span = spans
+            .iter()
+            .find(|s| e["span_id"] == s.span_id.as_str())
+            .unwrap_or_else(|| panic!("the line's span was exported: {e:#} {spans:?}"));
+        assert_eq!(e["trace_id"], span.trace_id.as_str(), "{e:#}");
+        assert_eq!(e["direction"], "outbound", "{e:#}");
+        assert_eq!(e["service"], "mail", "{e:#}");
+    }
 }

@@ -103,6 +103,8 @@ async fn b3_headers_join_their_trace() {
     let (app, proxy) = web(&collector).await;
     let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";
     let b3_span = "e457b5a2e4d86bd1";
+    let multi_trace = "463ac35c9f6413ad48485a3953bb6124";
+    let multi_span = "0020000000000001";
     let short_trace = "a3ce929d0e0e4736";
     let short_span = "05e3ac9a4f6e3b90";
     let cases = [
@@ -116,12 +118,12 @@ async fn b3_headers_join_their_trace() {
         B3Case {
             case: "multi",
             headers: vec![
-                ("x-b3-traceid", b3_trace.to_owned()),
-                ("x-b3-spanid", b3_span.to_owned()),
+                ("x-b3-traceid", multi_trace.to_owned()),
+                ("x-b3-spanid", multi_span.to_owned()),
                 ("x-b3-sampled", "1".to_owned()),
             ],
-            trace: b3_trace.to_owned(),
-            parent: b3_span,
+            trace: multi_trace.to_owned(),
+            parent: multi_span,
             sampled: true,
         },
         B3Case {
