@@ -7,6 +7,9 @@
 # SKIFF_BIN picks the binary (a base build and the new one can be two targets of one run);
 # SKIFF_BENCH_POLICY=1 puts a retry policy, a retry budget, a circuit breaker, outlier
 # detection and timeouts on the single hop's service and route (present, never triggered).
+# SKIFF_BENCH_SAMPLING=X writes `mesh: { tracing: { sampling: X } }` into every hop's mesh file
+# (tracing itself is on only with OTEL_EXPORTER_OTLP_ENDPOINT in the environment);
+# SKIFF_BENCH_ADMIN_NOTE=FILE writes the admin port to FILE, for a script that scrapes /metrics.
 set -eu
 listen=$1 upstream=$2 workdir=$3 admin=$4 aux=$5 hop=$6 mid=$7
 bin=${SKIFF_BIN:-./target/release/skiff}
@@ -21,9 +24,18 @@ if [ "${SKIFF_BENCH_POLICY:-0}" = 1 ]; then
         timeouts: { request: 10s, backendRequest: 5s }
         retry: { attempts: 3, retryOn: [5xx, reset, connect-failure] }'
 fi
+meshblock=""
+if [ -n "${SKIFF_BENCH_SAMPLING:-}" ]; then
+  meshblock="mesh:
+  tracing: { sampling: $SKIFF_BENCH_SAMPLING }"
+fi
+if [ -n "${SKIFF_BENCH_ADMIN_NOTE:-}" ]; then
+  echo "$admin" >"$SKIFF_BENCH_ADMIN_NOTE"
+fi
 case $hop in
   single)
     cat >"$mesh" <<YAML
+$meshblock
 services:
   - name: bench
     hosts: ["*"]
@@ -35,6 +47,7 @@ YAML
       --outbound-addr 127.0.0.1:$listen --inbound-addr 127.0.0.1:$aux ;;
   client)
     cat >"$mesh" <<YAML
+$meshblock
 services:
   - name: bench
     hosts: ["*"]
@@ -48,6 +61,7 @@ YAML
       --outbound-addr 127.0.0.1:$listen --inbound-addr 127.0.0.1:$aux ;;
   server)
     cat >"$mesh" <<YAML
+$meshblock
 workloads:
   - name: server
     inbound: { listen: 127.0.0.1:$listen, app: 127.0.0.1:$upstream }

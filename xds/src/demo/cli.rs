@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
-    Demo, DemoOptions, LOG_DIR, SPLIT_PATH, SPLIT_SERVICE, find_skiff, prepare_dir, split_edit,
-    start,
+    CLIENT, Demo, DemoOptions, LOG_DIR, SPLIT_PATH, SPLIT_SERVICE, find_skiff, otlp, prepare_dir,
+    split_edit, start,
 };
 
 /// The control plane's log, in the demo directory's `logs/`.
@@ -41,6 +41,10 @@ pub struct DemoArgs {
     /// Port of the control plane's admin listener on 127.0.0.1 (0 = any free port).
     #[arg(long, env = "SKIFF_DEMO_XDS_ADMIN_PORT", default_value_t = 15014)]
     pub xds_admin_port: u16,
+    /// OTLP/gRPC collector for every sidecar's spans, e.g. Jaeger at http://127.0.0.1:4317.
+    /// Default: tracing off.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL", value_parser = otlp::parse_endpoint)]
+    pub otlp: Option<String>,
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
@@ -76,6 +80,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         admin_port: args.admin_port,
         xds_port: args.xds_port,
         xds_admin_port: args.xds_admin_port,
+        otlp: args.otlp,
         ..DemoOptions::default()
     };
     // Listen before starting anything, so a signal during startup is not lost.
@@ -137,6 +142,47 @@ fn shell_word(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
+}
+
+/// The tracing part of the instructions, when the sidecars export spans.
+fn tracing_instructions(s: &mut String, demo: &Demo, endpoint: &str) {
+    let out_addr = demo.outbound_addr();
+    let jaeger = otlp::JAEGER_UI;
+    let services = demo
+        .sidecars()
+        .map(|sc| sc.workload.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // A fixed, valid trace id, so the user can open that one trace by its id.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let _ = writeln!(
+        s,
+        "\nTracing: every sidecar sends its spans to {endpoint} (OTLP/gRPC, in batches every \
+         second),\nas the service named after its workload ({services}).\n\
+         In Jaeger ({jaeger}) pick service `{CLIENT}` and Find Traces: each request is one \
+         trace,\nthe {CLIENT} sidecar's CLIENT span (`GET web`) above the SERVER span of the \
+         sidecar that answered (web-v1):"
+    );
+    let _ = writeln!(
+        s,
+        "  curl -s -H 'Host: web' -H 'traceparent: 00-{trace_id}-00f067aa0ba902b7-01' \
+         http://{out_addr}/\n      # joins that trace: {jaeger}/trace/{trace_id}"
+    );
+    let _ = writeln!(
+        s,
+        "  curl -si -H 'Host: web' 'http://{out_addr}/delay?ms=2000'        # {CLIENT}'s span: \
+         error.type=timeout"
+    );
+    let _ = writeln!(
+        s,
+        "  curl -si -X POST -H 'Host: {SPLIT_SERVICE}' http://{out_addr}/echo -d hi   # the \
+         {SPLIT_SERVICE} sidecar's span: error.type=unauthorized"
+    );
+    let _ = writeln!(
+        s,
+        "  curl -s http://{}/metrics | grep skiff_trace_           # spans exported, dropped",
+        demo.admin_addr()
+    );
 }
 
 /// What the user reads once the mesh is up: where things are and what to paste.
@@ -239,6 +285,9 @@ fn instructions(demo: &Demo) -> String {
             s,
             "  sed -i '/- name: web-v1$/,/inbound:/ s/mtls: permissive/mtls: strict/' {mesh}   # now the same curl is refused"
         );
+    }
+    if let Some(endpoint) = demo.otlp_endpoint() {
+        tracing_instructions(&mut s, demo, endpoint);
     }
     let _ = writeln!(s, "\nInspect:");
     let _ = writeln!(

@@ -7,6 +7,7 @@ mod cli;
 mod echo_app;
 mod http_app;
 mod identity;
+mod otlp;
 mod serve;
 mod sidecar;
 mod topology;
@@ -67,6 +68,9 @@ pub struct DemoOptions {
     pub ready_timeout: Duration,
     /// How long sidecars may drain after SIGTERM before they are killed. Default: 8 s.
     pub stop_timeout: Duration,
+    /// OTLP/gRPC collector every sidecar exports its spans to (`http://127.0.0.1:4317`), with
+    /// a 1 s batch delay; see `otlp::sidecar_env`. Default: none, tracing off.
+    pub otlp: Option<String>,
 }
 
 impl Default for DemoOptions {
@@ -80,6 +84,7 @@ impl Default for DemoOptions {
             xds_admin_port: 15014,
             ready_timeout: Duration::from_secs(20),
             stop_timeout: Duration::from_secs(8),
+            otlp: None,
         }
     }
 }
@@ -94,6 +99,7 @@ pub struct Demo {
     xds_addr: SocketAddr,
     xds_admin_addr: SocketAddr,
     stop_timeout: Duration,
+    otlp: Option<String>,
     // Sidecars, then the control plane, then apps: fields drop in order, so the proxies go
     // before what they talk to.
     sidecars: Vec<Sidecar>,
@@ -174,6 +180,8 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
     let xds_url = format!("http://{}", cp.grpc_addr);
 
     let deadline = Instant::now() + opts.ready_timeout;
+    // Read once: a batch delay the user exported reaches the sidecars unchanged.
+    let user_delay = std::env::var_os(otlp::SCHEDULE_DELAY_VAR).is_some();
     let ephemeral = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let launches = placements.iter().map(|p| {
         let (admin_addr, outbound_addr) = if p.spec.name == CLIENT {
@@ -192,6 +200,7 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
             outbound_addr,
             log: dir.join(LOG_DIR).join(format!("{}.log", p.spec.name)),
             token_file: Some(identity::token_path(&dir, p.spec.name)),
+            env: otlp::sidecar_env(opts.otlp.as_deref(), p.spec.name, user_delay),
         };
         sidecar::start(launch, deadline)
     });
@@ -223,6 +232,7 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
         dir,
         mesh_path,
         stop_timeout: opts.stop_timeout,
+        otlp: opts.otlp,
         sidecars,
         control_plane: Some(cp),
         apps,
@@ -274,6 +284,11 @@ impl Demo {
     /// The directory with the mesh file, `demo.proto` and `logs/` (one log per sidecar).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The OTLP collector the sidecars export spans to, when tracing is on.
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        self.otlp.as_deref()
     }
 
     /// Every sidecar, the client first.

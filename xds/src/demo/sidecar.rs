@@ -21,7 +21,7 @@ use tokio::{
     time::{Instant, timeout, timeout_at},
 };
 
-use super::topology::Placement;
+use super::{otlp::EnvChange, topology::Placement};
 
 /// Where a started sidecar is and how to reach it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +159,8 @@ pub(crate) struct Launch<'a> {
     pub log: PathBuf,
     /// The workload's bootstrap token: identity on, mTLS with the other sidecars.
     pub token_file: Option<PathBuf>,
+    /// Changes to the environment the sidecar inherits (tracing's `OTEL_*` variables).
+    pub env: Vec<EnvChange>,
 }
 
 /// A running sidecar process; SIGKILLed if dropped before it exits (`kill_on_drop`).
@@ -205,6 +207,12 @@ pub(crate) async fn start(launch: Launch<'_>, deadline: Instant) -> Result<Sidec
         // Its own process group: Ctrl-C in the terminal reaches only `skiff-xds demo`, which
         // then stops the sidecars in order instead of racing them.
         .process_group(0);
+    for change in &launch.env {
+        match change {
+            EnvChange::Set(key, value) => cmd.env(key, value),
+            EnvChange::Remove(key) => cmd.env_remove(key),
+        };
+    }
     let mut child = cmd.spawn().map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => SidecarError::BinaryNotFound {
             bin: launch.bin.to_owned(),

@@ -91,3 +91,54 @@ async fn a_taken_control_plane_port_says_how_to_pick_another() {
     let text = format!("{err:#}");
     assert!(text.contains("--xds-port 0 --xds-admin-port 0"), "{text}");
 }
+
+#[tokio::test]
+async fn otlp_reaches_every_sidecars_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let envs = dir.path().join("envs");
+    std::fs::create_dir(&envs).expect("mkdir");
+    // Records its environment as `<workload>.env`, then stays silent like a stuck proxy.
+    let script = dir.path().join("env-skiff");
+    let text = format!(
+        "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --workload ] && w=$2; shift; done\n\
+         env > '{0}'/$w.tmp && mv '{0}'/$w.tmp '{0}'/$w.env\nexec sleep 30\n",
+        envs.display()
+    );
+    std::fs::write(&script, text).expect("write script");
+    let mut perms = std::fs::metadata(&script).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+
+    let mut o = opts(script.to_str().expect("utf-8 path"), dir.path());
+    o.ready_timeout = Duration::from_secs(2);
+    o.otlp = Some("http://127.0.0.1:4317".to_owned());
+    let err = start(o).await.err().expect("the script never listens");
+    assert!(
+        matches!(sidecar_error(&err), SidecarError::NoStartupLine { .. }),
+        "{err:#}"
+    );
+    for spec in WORKLOADS {
+        let path = envs.join(format!("{}.env", spec.name));
+        let env =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let lines: Vec<&str> = env.lines().collect();
+        assert!(
+            lines.contains(&"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317"),
+            "{env}"
+        );
+        let service = format!("OTEL_SERVICE_NAME={}", spec.name);
+        assert!(lines.contains(&service.as_str()), "{env}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("OTEL_BSP_SCHEDULE_DELAY=")),
+            "{env}"
+        );
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.starts_with("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=")),
+            "{env}"
+        );
+    }
+}
