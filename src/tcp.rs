@@ -30,7 +30,7 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct Done {
     pub endpoint: Option<SocketAddr>,
-    /// The identity the endpoint was expected to prove.
+    /// The identity the endpoint proved (mesh TLS), if any.
     pub identity: Option<Arc<str>>,
     /// Bytes from the client to the upstream, and back.
     pub sent: u64,
@@ -57,7 +57,7 @@ where
     };
     let mut done = Done {
         endpoint: Some(pick.endpoint.addr),
-        identity: pick.endpoint.identity.clone(),
+        identity: cluster.pool(&pick).verified_identity().cloned(),
         ..Done::default()
     };
     let (mut upstream, _counted) = match cluster

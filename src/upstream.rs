@@ -188,9 +188,13 @@ impl EndpointPool {
         self.connect_timeout
     }
 
-    /// The identity this pool's connections must prove, when the endpoint is meshed.
-    pub fn expected_identity(&self) -> Option<&Arc<str>> {
-        self.mesh.as_ref().map(|m| &m.identity)
+    /// The identity a new connection proves now: `None` while connections go in plaintext
+    /// (no identity on either side, or a mesh without a CA). What spans and logs name.
+    pub fn verified_identity(&self) -> Option<&Arc<str>> {
+        self.mesh
+            .as_ref()
+            .filter(|m| m.tls.is_ready())
+            .map(|m| &m.identity)
     }
 
     /// Opens a connection carrying `inner`, counted by `breaker` while the returned guard

@@ -293,7 +293,7 @@ impl HttpAttempt<'_> {
         };
         if self.hop.observed {
             self.hop.endpoint = Some(pick.endpoint.addr);
-            self.hop.identity.clone_from(&pick.endpoint.identity);
+            self.hop.identity = self.cluster.pool(&pick).verified_identity().cloned();
         }
         if self.untrusted.contains(pick.index)
             && let Some(e) = &self.untrusted_error
@@ -532,7 +532,7 @@ async fn upgrade(
     hop.attempts = 1;
     if hop.observed {
         hop.endpoint = Some(pick.endpoint.addr);
-        hop.identity.clone_from(&pick.endpoint.identity);
+        hop.identity = cluster.pool(&pick).verified_identity().cloned();
     }
     let pool = cluster.pool(&pick);
     let mut sender = match pool.connect_h1(true, &cluster.breaker).await {

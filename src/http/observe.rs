@@ -32,7 +32,7 @@ pub struct Hop {
     pub observed: bool,
     pub service: Option<Arc<str>>,
     pub endpoint: Option<SocketAddr>,
-    /// The identity the endpoint was expected to prove.
+    /// The identity the endpoint proves over mesh TLS (`None` in plaintext).
     pub identity: Option<Arc<str>>,
     pub attempts: u32,
     pub request_id: Option<HeaderValue>,
@@ -79,6 +79,8 @@ pub struct Exchange {
     grpc: bool,
     route: Option<Arc<str>>,
     peer_identity: Option<Arc<str>>,
+    /// Inbound: the workload this sidecar serves.
+    workload: Option<Arc<str>>,
     hop: Hop,
     status: Option<u16>,
     reason: Option<HeaderValue>,
@@ -130,6 +132,7 @@ impl Exchange {
             grpc,
             route: None,
             peer_identity: None,
+            workload: None,
             hop: Hop::default(),
             status: None,
             reason: None,
@@ -143,8 +146,10 @@ impl Exchange {
         self.route = Some(route.clone());
     }
 
-    pub fn set_peer_identity(&mut self, id: Option<&Arc<str>>) {
-        self.peer_identity = id.cloned();
+    /// Inbound: who called (the identity it proved) and the workload this sidecar serves.
+    pub fn set_inbound(&mut self, peer: Option<&Arc<str>>, workload: Option<&Arc<str>>) {
+        self.peer_identity = peer.cloned();
+        self.workload = workload.cloned();
     }
 
     pub fn set_hop(&mut self, hop: Hop) {
@@ -152,9 +157,12 @@ impl Exchange {
     }
 
     /// The response head is known: its status, the proxy's reason, a trailers-only status.
+    /// Only a response this proxy made gives the reason: one a next hop made is that hop's.
     pub fn respond(&mut self, rsp: &Response<ProxyBody>) {
         self.status = Some(rsp.status().as_u16());
-        self.reason = rsp.headers().get(SKIFF_REASON).cloned();
+        if matches!(rsp.body(), ProxyBody::Full(_)) {
+            self.reason = rsp.headers().get(SKIFF_REASON).cloned();
+        }
         if self.grpc {
             self.grpc_status = grpc_status(rsp.headers());
         }
@@ -217,14 +225,19 @@ impl Exchange {
     }
 
     fn fill(&self, span: &mut Span, error: Option<Cow<'static, str>>) {
-        let service = self.hop.service.as_ref().or(self.route.as_ref());
         let host = self.authority.as_deref().map(host_of);
         let rpc = if self.grpc {
             rpc_parts(&self.path)
         } else {
             None
         };
-        match (rpc, service) {
+        // Outbound names the service called; inbound the workload serving it (its cluster is
+        // the local app, whatever service name the caller used).
+        let (service, named) = match self.direction {
+            Direction::Outbound => (self.hop.service.as_ref(), self.hop.service.as_ref()),
+            Direction::Inbound => (None, self.workload.as_ref()),
+        };
+        match (rpc, named) {
             (Some((svc, method)), _) => span.set_name(format!("{svc}/{method}")),
             (None, Some(s)) => span.set_name(format!("{} {s}", self.method)),
             (None, None) => span.set_name(format!("{} {}", self.method, host.unwrap_or(""))),
@@ -247,8 +260,11 @@ impl Exchange {
         if let Some(r) = &self.route {
             span.set("skiff.route", shared(r));
         }
-        if let Some(s) = &self.hop.service {
+        if let Some(s) = service {
             span.set("skiff.service", shared(s));
+        }
+        if let Some(w) = &self.workload {
+            span.set("skiff.workload", shared(w));
         }
         if let Some(e) = self.hop.endpoint {
             span.set("skiff.endpoint", e.to_string());
@@ -334,7 +350,10 @@ impl Exchange {
             reason: self.reason.as_ref().and_then(|r| r.to_str().ok()),
             duration_ms: duration.as_secs_f64() * 1000.0,
             route: self.route.as_deref(),
-            service: self.hop.service.as_deref(),
+            service: match self.direction {
+                Direction::Outbound => self.hop.service.as_deref(),
+                Direction::Inbound => self.workload.as_deref(),
+            },
             endpoint: self.hop.endpoint.map(|e| e.to_string()),
             attempts: self.hop.attempts,
             peer_identity: match self.direction {

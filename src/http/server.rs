@@ -80,8 +80,11 @@ async fn handle<H: Handler>(
         grpc,
         start,
     );
-    if let Some(ex) = ex.as_mut() {
-        ex.set_peer_identity(handler.peer_identity());
+    if let Some(ex) = ex.as_mut()
+        && handler.direction() == Direction::Inbound
+    {
+        let workload = snap.inbound.as_ref().map(|ib| &ib.workload);
+        ex.set_inbound(handler.peer_identity(), workload);
     }
     let hop = Hop::new(trace, ex.is_some());
     let miss = match handler.resolve(&snap, &parts) {
