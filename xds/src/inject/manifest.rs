@@ -337,3 +337,67 @@ mod tests {
         assert!(out.notes.is_empty());
     }
 }
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+
+    /// Strings a YAML emitter gets wrong easily: each must read back as the same string
+    /// after its pod is injected and written out again.
+    const AWKWARD: [&str; 24] = [
+        "on",
+        "yes",
+        "No",
+        "~",
+        "null",
+        "",
+        "0x10",
+        "1e3",
+        "0644",
+        "12:30",
+        "- x",
+        "a: b",
+        "#hash",
+        "x #y",
+        "'single'",
+        "\"double\"",
+        " lead",
+        "trail ",
+        "tab\there",
+        "*star",
+        "multi\nline\n",
+        "multi\nline  \n\n",
+        "é ü 中",
+        "{json: 1}",
+    ];
+
+    #[test]
+    fn awkward_strings_survive_injection() {
+        let args: Vec<String> = AWKWARD.iter().map(|s| format!("{s:?}")).collect();
+        let input = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n  - name: c\n    image: x\n    args: [{}]\n",
+            args.join(", ")
+        );
+        let out = inject(&input, &Settings::default()).unwrap().text;
+        let pod: Value = serde_saphyr::from_str(&out).unwrap();
+        let got = pod
+            .pointer(&["spec", "containers"])
+            .and_then(Value::as_seq)
+            .and_then(|c| c[0].get("args"))
+            .cloned();
+        assert_eq!(got, Some(Value::strs(AWKWARD)), "{out}");
+    }
+
+    #[test]
+    fn numbers_keep_their_meaning() {
+        let input = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  terminationGracePeriodSeconds: 30\n  containers: [{name: c, image: x}]\n  volumes: [{name: v, configMap: {name: c, defaultMode: 0644}}]\n  priority: -5\n  x-ratio: 0.25\n";
+        let out = inject(input, &Settings::default()).unwrap().text;
+        let pod: Value = serde_saphyr::from_str(&out).unwrap();
+        let spec = |k| pod.pointer(&["spec", k]).cloned();
+        assert_eq!(spec("terminationGracePeriodSeconds"), Some(Value::UInt(30)));
+        assert_eq!(spec("priority"), Some(Value::Int(-5)));
+        assert_eq!(spec("x-ratio"), Some(Value::Float(0.25)));
+        // 0644 is octal to kubectl (YAML 1.1), so 420.
+        assert!(out.contains("defaultMode: 420"), "{out}");
+    }
+}
