@@ -9,6 +9,8 @@ use super::{
     value::{Map, Value},
 };
 
+/// What every Skiff annotation starts with.
+pub const PREFIX: &str = "skiff.dev/";
 pub const INJECT: &str = "skiff.dev/inject";
 pub const SKIP_INBOUND_PORTS: &str = "skiff.dev/skip-inbound-ports";
 pub const SKIP_OUTBOUND_PORTS: &str = "skiff.dev/skip-outbound-ports";
@@ -78,70 +80,43 @@ pub fn overrides(
     settings: &Settings,
 ) -> Result<(Overrides, Vec<String>), Vec<InjectError>> {
     let mut errors = Vec::new();
-    let mut get = |name: &str| match text(annotations, name) {
-        Ok(v) => v,
-        Err(e) => {
-            errors.push(e);
-            None
-        }
-    };
-    let raw: Vec<Option<&str>> = KNOWN.iter().map(|name| get(name)).collect();
-    let value = |name: &str| KNOWN.iter().position(|k| *k == name).and_then(|i| raw[i]);
-    let mut parsed = |name: &str, parse: &dyn Fn(&str) -> Result<(), String>| {
-        if let Some(v) = value(name)
-            && let Err(reason) = parse(v)
-        {
-            errors.push(bad(name, reason));
-        }
-    };
-    // Validate every value first, so all problems are reported at once.
-    parsed(SKIP_INBOUND_PORTS, &|v| syntax::ports(v).map(drop));
-    parsed(SKIP_OUTBOUND_PORTS, &|v| syntax::ports(v).map(drop));
-    parsed(SKIP_OUTBOUND_CIDRS, &|v| syntax::cidrs(v).map(drop));
-    parsed(OPAQUE_PORTS, &|v| syntax::ports(v).map(drop));
-    parsed(PROXY_LOG_LEVEL, &|v| syntax::log_level(v).map(drop));
-    parsed(PROXY_IMAGE, &|v| syntax::image(v).map(drop));
-    parsed(PROXY_CPU_REQUEST, &|v| {
-        Quantity::parse(v, Resource::Cpu).map(drop)
-    });
-    parsed(PROXY_CPU_LIMIT, &|v| {
-        Quantity::parse(v, Resource::Cpu).map(drop)
-    });
-    parsed(PROXY_MEMORY_REQUEST, &|v| {
-        Quantity::parse(v, Resource::Memory).map(drop)
-    });
-    parsed(PROXY_MEMORY_LIMIT, &|v| {
-        Quantity::parse(v, Resource::Memory).map(drop)
-    });
+    let e = &mut errors;
+    let a = annotations;
+    let cpu = |v: &str| Quantity::parse(v, Resource::Cpu);
+    let memory = |v: &str| Quantity::parse(v, Resource::Memory);
+    let skip_inbound_ports = read(a, e, SKIP_INBOUND_PORTS, syntax::ports);
+    let skip_outbound_ports = read(a, e, SKIP_OUTBOUND_PORTS, syntax::ports);
+    let skip_outbound_cidrs = read(a, e, SKIP_OUTBOUND_CIDRS, syntax::cidrs);
+    let opaque_ports = read(a, e, OPAQUE_PORTS, syntax::ports);
+    let log_level = read(a, e, PROXY_LOG_LEVEL, syntax::log_level);
+    let image = read(a, e, PROXY_IMAGE, syntax::image);
+    let cpu_request = read(a, e, PROXY_CPU_REQUEST, cpu);
+    let cpu_limit = read(a, e, PROXY_CPU_LIMIT, cpu);
+    let memory_request = read(a, e, PROXY_MEMORY_REQUEST, memory);
+    let memory_limit = read(a, e, PROXY_MEMORY_LIMIT, memory);
     if !errors.is_empty() {
         return Err(errors);
     }
 
-    let ports = |name| value(name).and_then(|v| syntax::ports(v).ok());
-    let quantity = |name, resource| value(name).and_then(|v| Quantity::parse(v, resource).ok());
     let r = &settings.resources;
     let overrides = Overrides {
-        skip_inbound_ports: ports(SKIP_INBOUND_PORTS).unwrap_or_default(),
-        skip_outbound_ports: ports(SKIP_OUTBOUND_PORTS).unwrap_or_default(),
-        skip_outbound_cidrs: value(SKIP_OUTBOUND_CIDRS)
-            .and_then(|v| syntax::cidrs(v).ok())
-            .unwrap_or_default(),
-        opaque_ports: ports(OPAQUE_PORTS).filter(|p| !p.is_empty()),
-        log_level: value(PROXY_LOG_LEVEL)
-            .and_then(|v| syntax::log_level(v).ok())
-            .unwrap_or_else(|| settings.log_level.clone()),
-        image: value(PROXY_IMAGE).map_or_else(|| settings.image.clone(), str::to_owned),
-        cpu_request: quantity(PROXY_CPU_REQUEST, Resource::Cpu)
-            .unwrap_or_else(|| r.cpu_request.clone()),
-        memory_request: quantity(PROXY_MEMORY_REQUEST, Resource::Memory)
+        skip_inbound_ports: skip_inbound_ports.unwrap_or_default(),
+        skip_outbound_ports: skip_outbound_ports.unwrap_or_default(),
+        skip_outbound_cidrs: skip_outbound_cidrs.unwrap_or_default(),
+        opaque_ports: opaque_ports.filter(|p| !p.is_empty()),
+        log_level: log_level.unwrap_or_else(|| settings.log_level.clone()),
+        image: image.unwrap_or_else(|| settings.image.clone()),
+        cpu_request: cpu_request.clone().unwrap_or_else(|| r.cpu_request.clone()),
+        memory_request: memory_request
+            .clone()
             .unwrap_or_else(|| r.memory_request.clone()),
-        cpu_limit: quantity(PROXY_CPU_LIMIT, Resource::Cpu).or_else(|| r.cpu_limit.clone()),
-        memory_limit: quantity(PROXY_MEMORY_LIMIT, Resource::Memory)
-            .or_else(|| r.memory_limit.clone()),
+        cpu_limit: cpu_limit.clone().or_else(|| r.cpu_limit.clone()),
+        memory_limit: memory_limit.clone().or_else(|| r.memory_limit.clone()),
     };
 
-    let from = |name: &str, what: &str| {
-        if value(name).is_some() {
+    // Where a request or limit came from, for the message when one exceeds the other.
+    let from = |annotated: bool, name: &str, what: &str| {
+        if annotated {
             name.to_owned()
         } else {
             format!("the injector's {what}")
@@ -152,18 +127,22 @@ pub fn overrides(
             Resource::Cpu,
             &overrides.cpu_request,
             &overrides.cpu_limit,
-            PROXY_CPU_REQUEST,
-            PROXY_CPU_LIMIT,
+            from(cpu_request.is_some(), PROXY_CPU_REQUEST, "cpu request"),
+            from(cpu_limit.is_some(), PROXY_CPU_LIMIT, "cpu limit"),
         ),
         (
             Resource::Memory,
             &overrides.memory_request,
             &overrides.memory_limit,
-            PROXY_MEMORY_REQUEST,
-            PROXY_MEMORY_LIMIT,
+            from(
+                memory_request.is_some(),
+                PROXY_MEMORY_REQUEST,
+                "memory request",
+            ),
+            from(memory_limit.is_some(), PROXY_MEMORY_LIMIT, "memory limit"),
         ),
     ];
-    for (resource, request, limit, request_name, limit_name) in checks {
+    for (resource, request, limit, request_from, limit_from) in checks {
         if let Some(limit) = limit
             && request.exceeds(limit)
         {
@@ -171,8 +150,8 @@ pub fn overrides(
                 resource: resource.to_string(),
                 request: request.to_string(),
                 limit: limit.to_string(),
-                request_from: from(request_name, &format!("{resource} request")),
-                limit_from: from(limit_name, &format!("{resource} limit")),
+                request_from,
+                limit_from,
             });
         }
     }
@@ -183,11 +162,11 @@ pub fn overrides(
     let warnings = annotations
         .iter()
         .filter_map(|(k, _)| {
-            let suffix = k.strip_prefix("skiff.dev/")?;
+            let suffix = k.strip_prefix(PREFIX)?;
             (!KNOWN.contains(&k)).then(|| {
                 let hint = KNOWN
                     .iter()
-                    .find(|known| close(&known["skiff.dev/".len()..], suffix))
+                    .find(|known| close(&known[PREFIX.len()..], suffix))
                     .map(|known| format!(" (did you mean {known}?)"))
                     .unwrap_or_default();
                 format!("annotation {k} is not one Skiff reads; ignored{hint}")
@@ -195,6 +174,24 @@ pub fn overrides(
         })
         .collect();
     Ok((overrides, warnings))
+}
+
+/// Annotation `name` parsed by `parse`; `None` when absent or bad (the reason then in `errors`).
+fn read<T>(
+    annotations: &Map,
+    errors: &mut Vec<InjectError>,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    match text(annotations, name) {
+        Ok(v) => parse(v?)
+            .map_err(|reason| errors.push(bad(name, reason)))
+            .ok(),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
 }
 
 /// The string value of annotation `name`; a value of another type is an error (the API

@@ -99,6 +99,8 @@ pub fn inject(input: &str, settings: &Settings) -> Result<Injected, Vec<Manifest
         };
         // Leading newlines keep the parser's line numbers those of the whole stream.
         let padded = format!("{}{}", "\n".repeat(seg.first_line), seg.text);
+        // Octal as kubectl reads YAML 1.1 (`0644`). The default budget stays: its nesting
+        // limit (64) keeps the parser within a 2 MiB thread stack.
         let options = serde_saphyr::options! { legacy_octal_numbers: true };
         let mut value: Value = match serde_saphyr::from_str_with_options(&padded, options) {
             Ok(v) => v,
@@ -399,5 +401,15 @@ mod round_trip {
         assert_eq!(spec("x-ratio"), Some(Value::Float(0.25)));
         // 0644 is octal to kubectl (YAML 1.1), so 420.
         assert!(out.contains("defaultMode: 420"), "{out}");
+    }
+
+    #[test]
+    fn a_document_nested_too_deep_is_refused_not_a_crash() {
+        let depth = 200;
+        let nested = format!("{}1{}", "{a: ".repeat(depth), "}".repeat(depth));
+        let input =
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\nx: {nested}\n");
+        let errors = inject(&input, &Settings::default()).unwrap_err();
+        assert!(errors[0].to_string().contains("Depth"), "{}", errors[0]);
     }
 }
