@@ -25,8 +25,10 @@ enum Command {
         /// The mesh file.
         path: PathBuf,
     },
-    /// Add the Skiff sidecar to the pods of Kubernetes manifests and print them:
-    /// `skiff-xds inject -f deploy.yaml | kubectl apply -f -`.
+    /// Add the Skiff sidecar to the pods of Kubernetes manifests and print them.
+    ///
+    /// `skiff-xds inject -f deploy.yaml | kubectl apply -f -`. Skipped pods and warnings go to
+    /// stderr; a refused object exits 1 and prints nothing to stdout.
     Inject(skiff_xds::inject::InjectArgs),
     /// Run a whole demo mesh (apps and their sidecars) on loopback until Ctrl-C.
     Demo(skiff_xds::demo::DemoArgs),

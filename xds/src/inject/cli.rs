@@ -24,30 +24,31 @@ pub struct InjectArgs {
     pub files: Vec<PathBuf>,
     /// Image of the injected containers (`skiff-init`, `skiff-proxy`); it must hold `skiff` on
     /// PATH. Default: skiff:<this version>.
-    #[arg(long, env = "SKIFF_INJECT_IMAGE", default_value_t = default_image(), value_parser = syntax::image)]
+    #[arg(long, env = "SKIFF_INJECT_IMAGE", value_name = "IMAGE", default_value_t = default_image(), value_parser = syntax::image)]
     pub image: String,
     /// The control plane's discovery URL the sidecars connect to.
     #[arg(
         long,
         env = "SKIFF_INJECT_CONTROL_PLANE",
+        value_name = "URL",
         default_value = DEFAULT_CONTROL_PLANE,
         value_parser = control_plane
     )]
     pub control_plane: String,
     /// The sidecars' log filter (SKIFF_LOG): a level or `target=level` directives.
-    #[arg(long, env = "SKIFF_INJECT_LOG_LEVEL", default_value = "info", value_parser = syntax::log_level)]
+    #[arg(long, env = "SKIFF_INJECT_LOG_LEVEL", value_name = "FILTER", default_value = "info", value_parser = syntax::log_level)]
     pub log_level: String,
     /// CPU the sidecar requests.
-    #[arg(long, env = "SKIFF_INJECT_CPU_REQUEST", default_value = "10m", value_parser = cpu)]
+    #[arg(long, env = "SKIFF_INJECT_CPU_REQUEST", value_name = "QUANTITY", default_value = "10m", value_parser = cpu)]
     pub cpu_request: Quantity,
     /// Memory the sidecar requests.
-    #[arg(long, env = "SKIFF_INJECT_MEMORY_REQUEST", default_value = "32Mi", value_parser = memory)]
+    #[arg(long, env = "SKIFF_INJECT_MEMORY_REQUEST", value_name = "QUANTITY", default_value = "32Mi", value_parser = memory)]
     pub memory_request: Quantity,
     /// The sidecar's CPU limit. Default: none.
-    #[arg(long, env = "SKIFF_INJECT_CPU_LIMIT", value_parser = cpu)]
+    #[arg(long, env = "SKIFF_INJECT_CPU_LIMIT", value_name = "QUANTITY", value_parser = cpu)]
     pub cpu_limit: Option<Quantity>,
     /// The sidecar's memory limit. Default: none.
-    #[arg(long, env = "SKIFF_INJECT_MEMORY_LIMIT", value_parser = memory)]
+    #[arg(long, env = "SKIFF_INJECT_MEMORY_LIMIT", value_name = "QUANTITY", value_parser = memory)]
     pub memory_limit: Option<Quantity>,
 }
 
