@@ -232,10 +232,29 @@ fn ratio_samples(ratio: f64, trace_id: TraceId) -> bool {
     low < bound
 }
 
+thread_local! {
+    /// Per-thread id generator state (wyrand), seeded once from the OS-seeded thread RNG. Ids
+    /// must be unique and unpredictable enough to not collide, not secret; this costs a few
+    /// instructions per id where the seeded RNG costs hundreds.
+    static IDS: std::cell::Cell<u64> = std::cell::Cell::new(rand::rng().random());
+}
+
+fn next_u64() -> u64 {
+    IDS.with(|state| {
+        let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(s);
+        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        #[allow(clippy::cast_possible_truncation)]
+        let folded = (t >> 64) as u64 ^ t as u64;
+        folded
+    })
+}
+
 fn new_trace_id() -> TraceId {
-    let mut rng = rand::rng();
     loop {
-        let id: [u8; 16] = rng.random();
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&next_u64().to_be_bytes());
+        id[8..].copy_from_slice(&next_u64().to_be_bytes());
         if id != [0; 16] {
             return TraceId(id);
         }
@@ -243,9 +262,8 @@ fn new_trace_id() -> TraceId {
 }
 
 pub fn new_span_id() -> SpanId {
-    let mut rng = rand::rng();
     loop {
-        let id: [u8; 8] = rng.random();
+        let id = next_u64().to_be_bytes();
         if id != [0; 8] {
             return SpanId(id);
         }
@@ -479,6 +497,15 @@ mod tests {
             trace_context::hex(&cx.span_id.0).as_str()
         );
         assert!(b3.contains_key("traceparent"));
+    }
+
+    #[test]
+    fn ids_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100_000 {
+            assert!(seen.insert(new_span_id()));
+        }
+        assert_ne!(new_trace_id(), new_trace_id());
     }
 
     #[test]

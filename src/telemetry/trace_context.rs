@@ -75,6 +75,20 @@ pub enum Source {
 
 /// Like [`extract`], telling also which header the answer came from.
 pub fn extract_with_source(headers: &HeaderMap) -> (Option<Parent>, Source) {
+    // Most requests carry none of these: one pass comparing names is cheaper than hashing
+    // each name for a lookup that finds nothing.
+    let (mut w3c, mut b3_single, mut b3_multi) = (false, false, false);
+    for name in headers.keys() {
+        match name.as_str() {
+            "traceparent" => w3c = true,
+            "b3" => b3_single = true,
+            "x-b3-traceid" => b3_multi = true,
+            _ => {}
+        }
+    }
+    if !(w3c || b3_single || b3_multi) {
+        return (None, Source::Absent);
+    }
     if let Some(tp) = headers.get(TRACEPARENT) {
         return (tp.to_str().ok().and_then(parse_traceparent), Source::W3c);
     }
