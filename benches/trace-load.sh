@@ -8,6 +8,7 @@
 # benches/RESULTS.md.
 #   bash benches/trace-load.sh                          # 3 reps x 10 s (~6 min)
 #   bash benches/trace-load.sh --reps 1 --duration 3    # smoke run
+#   SKIFF_BASE_BIN=/path/to/old/skiff bash benches/trace-load.sh   # adds a skiff-base row
 # Extra arguments go to the harness (a later --tests or --reps wins). The sink is pinned to
 # SINK_CPU (default: the load generator's CPU, LOADGEN_CPU or 0): its work is counted as foreign
 # CPU there. OTEL_BSP_* variables set in the environment reach the traced proxies (the proxy's
@@ -57,6 +58,10 @@ echo "trace-load.sh: OTLP sink at $sink_addr (cpu $sink_cpu), log $sink_log"
 args='{listen} {upstream} {workdir} {admin} {aux} {hop} {mid}'
 target="benches/skiff-target.sh $args"
 proxies=(--proxy "skiff=$target" --h2c skiff)
+# The build before tracing, when given: what tracing switched off costs against it.
+if [ -n "${SKIFF_BASE_BIN:-}" ]; then
+  proxies+=(--proxy "skiff-base=env SKIFF_BIN=$SKIFF_BASE_BIN $target" --h2c skiff-base)
+fi
 for s in 0.0 0.01 1.0; do
   name=skiff-trace-$s
   proxies+=(--proxy "$name=env OTEL_EXPORTER_OTLP_ENDPOINT=http://$sink_addr OTEL_SERVICE_NAME=$name \
@@ -171,7 +176,7 @@ cat "$out/trace-summary.md"
   echo
   echo "## Tracing overhead run $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -m), $(nproc) cores ($(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
   echo
-  echo "Command: \`bash benches/trace-load.sh $*\`. skiff-trace-X exports to an OTLP sink"
+  echo "Command: \`SKIFF_BASE_BIN=${SKIFF_BASE_BIN:-} bash benches/trace-load.sh $*\`. skiff-trace-X exports to an OTLP sink"
   echo "(examples/otlp-sink.rs) pinned to cpu $sink_cpu, with \`mesh.tracing.sampling: X\`; the sink's"
   echo "CPU shows as foreign CPU on that cpu."
   echo
