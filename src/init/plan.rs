@@ -173,9 +173,15 @@ impl Plan {
     /// Whether `saved` already holds exactly this plan: the SKIFF_ chains with these rules in
     /// this order, each jump once, nothing else of ours.
     pub fn is_installed(&self, saved: &Saved) -> bool {
-        let ours: Vec<&Rule> = saved.rules.iter().filter(|r| is_ours(&r.chain)).collect();
-        let chains_match =
-            ours.len() == self.chains.len() && ours.iter().zip(&self.chains).all(|(a, b)| *a == b);
+        // Chain by chain: `iptables-save` may list the chains in another order than planned.
+        let chain_rules = |rules: &'_ [Rule], chain: &str| -> Vec<Rule> {
+            rules.iter().filter(|r| r.chain == chain).cloned().collect()
+        };
+        let chains_match = saved.rules.iter().filter(|r| is_ours(&r.chain)).count()
+            == self.chains.len()
+            && CHAINS
+                .iter()
+                .all(|c| chain_rules(&saved.rules, c) == chain_rules(&self.chains, c));
         let mut owned: Vec<&str> = saved.owned_chains().collect();
         owned.sort_unstable();
         let mut wanted = CHAINS.to_vec();

@@ -302,7 +302,14 @@ fn install_twice_then_clean(ns: &NetNs, backend: &str, save4: &str, save6: &str)
         );
     }
 
-    ns.init_ok(&flags);
+    let again = ns.init(&flags);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{backend}: {said}");
+    assert_eq!(
+        said.matches("already in place").count(),
+        2,
+        "{backend}: both families seen as installed: {said}"
+    );
     assert_eq!(tables(), once, "{backend}: a second init changes nothing");
 
     ns.init_ok(&["--cleanup", "--iptables-backend", backend]);
