@@ -4,7 +4,7 @@
 
 use std::{borrow::Cow, sync::Arc, time::SystemTime};
 
-use http::{HeaderMap, HeaderValue, header::HeaderName};
+use http::{HeaderMap, HeaderValue};
 use opentelemetry::{
     InstrumentationScope, KeyValue, Value,
     trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState},
@@ -14,11 +14,11 @@ use rand::RngExt;
 
 use super::{
     export::SpanQueue,
-    trace_context::{self, SpanId, TraceId},
+    trace_context::{
+        self, B3, SpanId, TRACEPARENT, TRACESTATE, TraceId, X_B3_PARENTSPANID, X_B3_SAMPLED,
+        X_B3_SPANID, X_B3_TRACEID,
+    },
 };
-
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Where a request's trace context came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,9 +53,10 @@ impl TraceCx {
     /// incoming `tracestate` stays unless the `traceparent` it belonged to was invalid; B3
     /// headers the context came from are rewritten so Zipkin-instrumented apps follow too.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        if let Ok(v) = HeaderValue::from_str(&self.traceparent()) {
-            headers.insert(TRACEPARENT, v);
-        }
+        headers.insert(
+            TRACEPARENT,
+            trace_context::traceparent_value(self.trace_id, self.span_id, self.sampled),
+        );
         match self.origin {
             Origin::W3c | Origin::New { invalid: false } => {}
             Origin::New { invalid: true } => {
@@ -69,24 +70,24 @@ impl TraceCx {
         let trace = trace_context::hex(&self.trace_id.0);
         let span = trace_context::hex(&self.span_id.0);
         let flag = if self.sampled { "1" } else { "0" };
-        if headers.contains_key("b3") {
+        if headers.contains_key(B3) {
             if let Ok(v) = HeaderValue::from_str(&format!("{trace}-{span}-{flag}")) {
-                headers.insert("b3", v);
+                headers.insert(B3, v);
             }
             return;
         }
-        let mut set = |name: &'static str, value: &str| {
+        let mut set = |name, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
                 headers.insert(name, v);
             }
         };
-        set("x-b3-traceid", &trace);
-        set("x-b3-spanid", &span);
-        set("x-b3-sampled", flag);
+        set(X_B3_TRACEID, &trace);
+        set(X_B3_SPANID, &span);
+        set(X_B3_SAMPLED, flag);
         match self.parent {
-            Some(p) => set("x-b3-parentspanid", &trace_context::hex(&p.0)),
+            Some(p) => set(X_B3_PARENTSPANID, &trace_context::hex(&p.0)),
             None => {
-                headers.remove("x-b3-parentspanid");
+                headers.remove(X_B3_PARENTSPANID);
             }
         }
     }
@@ -147,21 +148,13 @@ impl Tracer {
     /// sampled at `mesh_ratio` (the mesh file's, which wins) or the default. `None`: off.
     pub fn begin(&self, headers: &HeaderMap, mesh_ratio: Option<f64>) -> Option<TraceCx> {
         self.queue.as_ref()?;
-        let (parent, origin) = match trace_context::extract(headers) {
-            Some(p) => {
-                let origin = if headers.contains_key(TRACEPARENT) {
-                    Origin::W3c
-                } else {
-                    Origin::B3
-                };
-                (Some(p), origin)
-            }
-            None => (
-                None,
-                Origin::New {
-                    invalid: headers.contains_key(TRACEPARENT),
-                },
-            ),
+        let (parent, source) = trace_context::extract_with_source(headers);
+        let origin = match (parent, source) {
+            (Some(_), trace_context::Source::W3c) => Origin::W3c,
+            (Some(_), _) => Origin::B3,
+            (None, source) => Origin::New {
+                invalid: source == trace_context::Source::W3c,
+            },
         };
         Some(match parent {
             Some(p) => TraceCx {

@@ -2,7 +2,16 @@
 //! no `traceparent` is present, Zipkin's B3 (single `b3` or multi `x-b3-*`). Pure parsing and
 //! formatting: an invalid header is treated as absent (a new trace), never as an error.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue, header::HeaderName};
+
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+pub const B3: HeaderName = HeaderName::from_static("b3");
+pub const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+pub const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+pub const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+pub const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+const X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
 /// 16 bytes, never all zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,32 +32,72 @@ pub struct Parent {
 
 /// `traceparent` version 00, the one this proxy writes.
 pub fn format_traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
-    let mut out = String::with_capacity(55);
-    out.push_str("00-");
-    push_hex(&mut out, &trace_id.0);
-    out.push('-');
-    push_hex(&mut out, &span_id.0);
-    out.push_str(if sampled { "-01" } else { "-00" });
+    let bytes = traceparent_bytes(trace_id, span_id, sampled);
+    // Hex digits and dashes: always ASCII.
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The same as a header value, built on the stack (this is on every traced request's path).
+pub fn traceparent_value(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderValue {
+    let bytes = traceparent_bytes(trace_id, span_id, sampled);
+    // Hex digits and dashes are always a valid header value.
+    HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn traceparent_bytes(trace_id: TraceId, span_id: SpanId, sampled: bool) -> [u8; 55] {
+    let mut out = [b'-'; 55];
+    out[0] = b'0';
+    out[1] = b'0';
+    write_hex(&mut out[3..35], &trace_id.0);
+    write_hex(&mut out[36..52], &span_id.0);
+    out[53] = b'0';
+    out[54] = if sampled { b'1' } else { b'0' };
     out
+}
+
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
+/// Which header a context came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A `traceparent`: valid (`Some` parent) or not (`None`).
+    W3c,
+    B3,
+    /// No trace header at all.
+    Absent,
+}
+
+/// Like [`extract`], telling also which header the answer came from.
+pub fn extract_with_source(headers: &HeaderMap) -> (Option<Parent>, Source) {
+    if let Some(tp) = headers.get(TRACEPARENT) {
+        return (tp.to_str().ok().and_then(parse_traceparent), Source::W3c);
+    }
+    if let Some(b3) = headers.get(B3) {
+        return (b3.to_str().ok().and_then(parse_b3_single), Source::B3);
+    }
+    if headers.contains_key(X_B3_TRACEID) {
+        return (parse_b3_multi(headers), Source::B3);
+    }
+    (None, Source::Absent)
 }
 
 /// The incoming parent: `traceparent` if valid; else B3 if no `traceparent` was sent at all.
 /// A `traceparent` that is present but invalid means a new trace (B3 is not consulted).
 pub fn extract(headers: &HeaderMap) -> Option<Parent> {
-    if let Some(tp) = headers.get("traceparent") {
-        return tp.to_str().ok().and_then(parse_traceparent);
-    }
-    if let Some(b3) = headers.get("b3") {
-        return b3.to_str().ok().and_then(parse_b3_single);
-    }
-    parse_b3_multi(headers)
+    extract_with_source(headers).0
 }
 
 /// `tracestate` to forward, when the incoming one is valid (several header lines are one
 /// list, joined with commas); `None` drops it, as the spec asks of an invalid one.
 pub fn tracestate(headers: &HeaderMap) -> Option<String> {
     let mut joined = String::new();
-    for v in headers.get_all("tracestate") {
+    for v in headers.get_all(TRACESTATE) {
         let s = v.to_str().ok()?;
         if !joined.is_empty() {
             joined.push(',');
@@ -117,14 +166,14 @@ pub fn parse_b3_single(s: &str) -> Option<Parent> {
 /// Multi-header B3: `x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled` (`1`/`0`, `true`/`false`)
 /// and `x-b3-flags: 1` (debug, sampled).
 pub fn parse_b3_multi(headers: &HeaderMap) -> Option<Parent> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let trace_id = b3_trace_id(get("x-b3-traceid")?)?;
-    let span_id = SpanId(hex_array(get("x-b3-spanid")?.as_bytes())?);
+    let get = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let trace_id = b3_trace_id(get(X_B3_TRACEID)?)?;
+    let span_id = SpanId(hex_array(get(X_B3_SPANID)?.as_bytes())?);
     if span_id.0 == [0; 8] {
         return None;
     }
-    let debug = get("x-b3-flags") == Some("1");
-    let sampled = match get("x-b3-sampled") {
+    let debug = get(X_B3_FLAGS) == Some("1");
+    let sampled = match get(X_B3_SAMPLED) {
         Some("1" | "true") => true,
         Some("0" | "false") => debug,
         None => true,

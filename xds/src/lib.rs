@@ -1,11 +1,13 @@
 //! `skiff-xds`: the Skiff control plane. `serve` streams the mesh file's resources to
 //! proxies over gRPC (`source`, `server`, `admin`), `status` shows who is in sync, `check`
-//! validates a mesh file and `demo` runs a whole demo mesh on loopback.
+//! validates a mesh file, `inject` meshes Kubernetes manifests and `demo` runs a whole demo
+//! mesh on loopback.
 
 pub mod admin;
 pub mod ca;
 pub mod check;
 pub mod demo;
+pub mod inject;
 pub mod metrics;
 pub mod serve;
 pub mod server;

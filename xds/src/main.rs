@@ -1,5 +1,6 @@
 //! `skiff-xds` command line: `serve` runs the control plane, `status` shows connected proxies,
-//! `check` validates a mesh file, `demo` runs a mesh on loopback.
+//! `check` validates a mesh file, `inject` adds the sidecar to Kubernetes manifests, `demo`
+//! runs a mesh on loopback.
 //! Each subcommand lives in its own module; this file only parses arguments and dispatches.
 
 use std::{path::PathBuf, process::ExitCode};
@@ -24,6 +25,11 @@ enum Command {
         /// The mesh file.
         path: PathBuf,
     },
+    /// Add the Skiff sidecar to the pods of Kubernetes manifests and print them.
+    ///
+    /// `skiff-xds inject -f deploy.yaml | kubectl apply -f -`. Skipped pods and warnings go to
+    /// stderr; a refused object exits 1 and prints nothing to stdout.
+    Inject(skiff_xds::inject::InjectArgs),
     /// Run a whole demo mesh (apps and their sidecars) on loopback until Ctrl-C.
     Demo(skiff_xds::demo::DemoArgs),
 }
@@ -34,6 +40,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => skiff_xds::serve::main(args),
         Command::Status(args) => skiff_xds::status::main(args),
         Command::Check { path } => skiff_xds::check::run(&path),
+        Command::Inject(args) => skiff_xds::inject::main(args),
         Command::Demo(args) => skiff_xds::demo::main(args),
     }
 }

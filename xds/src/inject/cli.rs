@@ -1,0 +1,192 @@
+//! `skiff-xds inject -f FILE`: reads manifests (a file, or stdin for `-`), prints them injected
+//! to stdout for `kubectl apply -f -`, and skipped pods and warnings to stderr. Owns the flags
+//! and the output; any refused object fails the whole run, printing nothing to stdout.
+
+use std::{
+    io::{Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use super::{
+    manifest,
+    settings::{DEFAULT_CONTROL_PLANE, Resources, Settings, default_image},
+    syntax::{self, Quantity, Resource},
+};
+
+/// Every flag of `skiff-xds inject`. A pod's `skiff.dev/*` annotations override the image,
+/// log level and resources given here.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InjectArgs {
+    /// Manifests to inject (YAML with any number of documents, or JSON); `-` reads stdin.
+    /// Repeat for several files.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Image of the injected containers (`skiff-init`, `skiff-proxy`); it must hold `skiff` on
+    /// PATH. Default: skiff:<this version>.
+    #[arg(long, env = "SKIFF_INJECT_IMAGE", value_name = "IMAGE", default_value_t = default_image(), value_parser = syntax::image)]
+    pub image: String,
+    /// The control plane's discovery URL the sidecars connect to.
+    #[arg(
+        long,
+        env = "SKIFF_INJECT_CONTROL_PLANE",
+        value_name = "URL",
+        default_value = DEFAULT_CONTROL_PLANE,
+        value_parser = control_plane
+    )]
+    pub control_plane: String,
+    /// The sidecars' log filter (SKIFF_LOG): a level or `target=level` directives.
+    #[arg(long, env = "SKIFF_INJECT_LOG_LEVEL", value_name = "FILTER", default_value = "info", value_parser = syntax::log_level)]
+    pub log_level: String,
+    /// CPU the sidecar requests.
+    #[arg(long, env = "SKIFF_INJECT_CPU_REQUEST", value_name = "QUANTITY", default_value = "10m", value_parser = cpu)]
+    pub cpu_request: Quantity,
+    /// Memory the sidecar requests.
+    #[arg(long, env = "SKIFF_INJECT_MEMORY_REQUEST", value_name = "QUANTITY", default_value = "32Mi", value_parser = memory)]
+    pub memory_request: Quantity,
+    /// The sidecar's CPU limit. Default: none.
+    #[arg(long, env = "SKIFF_INJECT_CPU_LIMIT", value_name = "QUANTITY", value_parser = cpu)]
+    pub cpu_limit: Option<Quantity>,
+    /// The sidecar's memory limit. Default: none.
+    #[arg(long, env = "SKIFF_INJECT_MEMORY_LIMIT", value_name = "QUANTITY", value_parser = memory)]
+    pub memory_limit: Option<Quantity>,
+}
+
+fn cpu(text: &str) -> Result<Quantity, String> {
+    Quantity::parse(text, Resource::Cpu)
+}
+
+fn memory(text: &str) -> Result<Quantity, String> {
+    Quantity::parse(text, Resource::Memory)
+}
+
+fn control_plane(text: &str) -> Result<String, String> {
+    match text.parse::<http::Uri>() {
+        Ok(uri)
+            if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() =>
+        {
+            Ok(text.to_owned())
+        }
+        _ => Err(format!(
+            "{text:?} is not an http:// or https:// URL (like {DEFAULT_CONTROL_PLANE})"
+        )),
+    }
+}
+
+impl InjectArgs {
+    /// The settings, or why the flags contradict each other.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let pairs = [
+            (
+                "--cpu-request",
+                &self.cpu_request,
+                "--cpu-limit",
+                &self.cpu_limit,
+            ),
+            (
+                "--memory-request",
+                &self.memory_request,
+                "--memory-limit",
+                &self.memory_limit,
+            ),
+        ];
+        for (request_flag, request, limit_flag, limit) in pairs {
+            if let Some(limit) = limit
+                && request.exceeds(limit)
+            {
+                return Err(format!(
+                    "{request_flag} {request} is above {limit_flag} {limit}"
+                ));
+            }
+        }
+        Ok(Settings {
+            image: self.image.clone(),
+            control_plane: self.control_plane.clone(),
+            log_level: self.log_level.clone(),
+            resources: Resources {
+                cpu_request: self.cpu_request.clone(),
+                memory_request: self.memory_request.clone(),
+                cpu_limit: self.cpu_limit.clone(),
+                memory_limit: self.memory_limit.clone(),
+            },
+        })
+    }
+}
+
+/// Prints the injected manifests and exits 0, or prints every problem, one per line as
+/// `skiff-xds inject: FILE: document N (Kind name): message`, and exits 1 with nothing on
+/// stdout.
+pub fn main(args: InjectArgs) -> ExitCode {
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("skiff-xds inject: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = String::new();
+    let mut failed = false;
+    for (i, file) in args.files.iter().enumerate() {
+        let shown = shown(file);
+        let text = match read(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("skiff-xds inject: {shown}: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        match manifest::inject(&text, &settings) {
+            Ok(injected) => {
+                for note in &injected.notes {
+                    eprintln!("skiff-xds inject: {shown}: {note}");
+                }
+                if i > 0 {
+                    if !out.is_empty() && !out.ends_with('\n') {
+                        out.push('\n');
+                    }
+                    out.push_str("---\n");
+                }
+                out.push_str(&injected.text);
+            }
+            Err(errors) => {
+                failed = true;
+                for e in errors {
+                    eprintln!("skiff-xds inject: {shown}: {e}");
+                }
+            }
+        }
+    }
+    if failed {
+        return ExitCode::FAILURE;
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff-xds inject: writing stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn shown(file: &Path) -> String {
+    if file == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        file.display().to_string()
+    }
+}
+
+fn read(file: &Path) -> std::io::Result<String> {
+    if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file)
+    }
+}
