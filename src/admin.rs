@@ -297,7 +297,7 @@ fn config_dump(state: &State) -> Value {
     json!({
         "version": &*snap.version,
         "listeners": bound.map(|b| json!({
-            "admin": b.admin.to_string(), "outbound": b.outbound.to_string(), "inbound": b.inbound.to_string(),
+            "admin": b.admin.to_string(), "outbound": b.outbound_list(), "inbound": b.inbound_list(),
         })),
         "lastError": state.last_error().map(|e| e.to_string()),
         "draining": state.is_draining(),

@@ -159,6 +159,21 @@ fn bind(name: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCod
     })
 }
 
+/// Binds every address of one direction, each with the address it actually got.
+fn bind_all(
+    name: &str,
+    addrs: &[SocketAddr],
+) -> Result<Vec<(tokio::net::TcpListener, SocketAddr)>, ExitCode> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            let l = bind(name, addr)?;
+            let got = l.local_addr().unwrap_or(addr);
+            Ok((l, got))
+        })
+        .collect()
+}
+
 async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> ExitCode {
     // Handlers go in before anything can report ready: until then SIGTERM and SIGHUP would
     // still kill the process outright.
@@ -290,28 +305,41 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         }
     }
 
-    let inbound_addr = args
-        .inbound_addr
-        .or(state.snapshot().inbound.as_ref().map(|ib| ib.listen))
-        .unwrap_or(DEFAULT_INBOUND);
-    let (outbound_l, inbound_l) = match (
-        bind("outbound", args.outbound_addr),
-        bind("inbound", inbound_addr),
+    let inbound_addrs = if args.inbound_addr.is_empty() {
+        vec![
+            state
+                .snapshot()
+                .inbound
+                .as_ref()
+                .map_or(DEFAULT_INBOUND, |ib| ib.listen),
+        ]
+    } else {
+        args.inbound_addr.clone()
+    };
+    let (outbound_ls, inbound_ls) = match (
+        bind_all("outbound", &args.outbound_addr),
+        bind_all("inbound", &inbound_addrs),
     ) {
         (Ok(o), Ok(i)) => (o, i),
         (Err(code), _) | (_, Err(code)) => return code,
     };
+    let (Some(outbound), Some(inbound)) = (outbound_ls.first(), inbound_ls.first()) else {
+        error!("no listener address given");
+        return ExitCode::from(2);
+    };
     let bound = BoundAddrs {
         admin: admin_addr,
-        outbound: local(&outbound_l, args.outbound_addr),
-        inbound: local(&inbound_l, inbound_addr),
+        outbound: outbound.1,
+        inbound: inbound.1,
+        more_outbound: outbound_ls.iter().skip(1).map(|l| l.1).collect(),
+        more_inbound: inbound_ls.iter().skip(1).map(|l| l.1).collect(),
     };
-    state.set_listening(bound);
+    state.set_listening(bound.clone());
     info!(
         version = %state.snapshot().version,
         admin = %bound.admin,
-        outbound = %bound.outbound,
-        inbound = %bound.inbound,
+        outbound = %bound.outbound_list(),
+        inbound = %bound.inbound_list(),
         "config applied; listening"
     );
     {
@@ -320,36 +348,39 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         let _ = writeln!(
             out,
             "skiff listening admin={} outbound={} inbound={}",
-            bound.admin, bound.outbound, bound.inbound
+            bound.admin,
+            bound.outbound_list(),
+            bound.inbound_list()
         );
         let _ = out.flush();
     }
 
     let drain = Arc::new(DrainControl::new());
-    let out_state = state.clone();
-    let outbound_task = tokio::spawn(listener::accept_loop(
-        outbound_l,
-        state.tcp_outbound.clone(),
-        drain.clone(),
-        move |acc| {
-            let side = Arc::new(outbound::Outbound::new(
-                acc.dst,
-                acc.local,
-                out_state.on_demand().cloned(),
-            ));
-            conn::serve(acc, out_state.clone(), side)
-        },
-    ));
-    let in_state = state.clone();
-    let inbound_task = tokio::spawn(listener::accept_loop(
-        inbound_l,
-        state.tcp_inbound.clone(),
-        drain.clone(),
-        move |acc| {
-            let side = Arc::new(inbound::Inbound::new(&in_state, acc.dst, acc.local));
-            conn::serve(acc, in_state.clone(), side)
-        },
-    ));
+    let mut tasks = Vec::new();
+    for (l, _) in outbound_ls {
+        let out_state = state.clone();
+        tasks.push(tokio::spawn(listener::accept_loop(
+            l,
+            state.tcp_outbound.clone(),
+            drain.clone(),
+            move |acc| {
+                let side = Arc::new(outbound::Outbound::new(&out_state, acc.dst, acc.local));
+                conn::serve(acc, out_state.clone(), side)
+            },
+        )));
+    }
+    for (l, _) in inbound_ls {
+        let in_state = state.clone();
+        tasks.push(tokio::spawn(listener::accept_loop(
+            l,
+            state.tcp_inbound.clone(),
+            drain.clone(),
+            move |acc| {
+                let side = Arc::new(inbound::Inbound::new(&in_state, acc.dst, acc.local));
+                conn::serve(acc, in_state.clone(), side)
+            },
+        )));
+    }
 
     loop {
         tokio::select! {
@@ -366,7 +397,9 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
     info!(?timeout, "draining");
     state.start_draining();
     drain.start();
-    let _ = tokio::join!(outbound_task, inbound_task);
+    for task in tasks {
+        let _ = task.await;
+    }
     if tokio::time::timeout(timeout, drain.idle()).await.is_err() {
         warn!("drain timeout passed with connections still open; exiting");
     } else {

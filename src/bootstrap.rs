@@ -48,12 +48,20 @@ pub struct RunArgs {
     /// Admin listener: /ready, /live, /metrics, /config_dump, /logging. Default: 127.0.0.1:15000.
     #[arg(long, env = "SKIFF_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     pub admin_addr: SocketAddr,
-    /// Outbound listener (the app's redirected egress). Default: 127.0.0.1:15001.
-    #[arg(long, env = "SKIFF_OUTBOUND_ADDR", default_value = "127.0.0.1:15001")]
-    pub outbound_addr: SocketAddr,
-    /// Inbound listener. Default: the workload's `inbound.listen`, else 0.0.0.0:15006.
-    #[arg(long, env = "SKIFF_INBOUND_ADDR")]
-    pub inbound_addr: Option<SocketAddr>,
+    /// Outbound listener (the app's redirected egress): one or more addresses, comma-separated
+    /// (a dual-stack pod: `127.0.0.1:15001,[::1]:15001`). IPv6 sockets are IPv6-only.
+    /// Default: 127.0.0.1:15001.
+    #[arg(
+        long,
+        env = "SKIFF_OUTBOUND_ADDR",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:15001"
+    )]
+    pub outbound_addr: Vec<SocketAddr>,
+    /// Inbound listener: one or more addresses, comma-separated (a dual-stack pod:
+    /// `0.0.0.0:15006,[::]:15006`). Default: the workload's `inbound.listen`, else 0.0.0.0:15006.
+    #[arg(long, env = "SKIFF_INBOUND_ADDR", value_delimiter = ',')]
+    pub inbound_addr: Vec<SocketAddr>,
     /// Longest wait for in-flight requests after SIGTERM. Default: 5s.
     #[arg(long, env = "SKIFF_DRAIN_TIMEOUT", default_value = "5s")]
     pub drain_timeout: Dur,

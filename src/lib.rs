@@ -11,6 +11,7 @@ pub mod conn;
 pub mod detect;
 pub mod http;
 pub mod inbound;
+pub mod init;
 pub mod io;
 pub mod listener;
 pub mod ondemand;

@@ -21,13 +21,18 @@ use tracing::{debug, warn};
 
 use crate::{io::Counted, telemetry::TcpStats};
 
-/// Binds a listening TCP socket with the options a proxy wants.
+/// Binds a listening TCP socket with the options a proxy wants. An IPv6 socket takes IPv6
+/// only, so `0.0.0.0:P` and `[::]:P` can both be bound, and each connection's original
+/// destination is asked of the family it arrived in.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM,
         Some(SockProtocol::TCP),
     )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;

@@ -1,6 +1,7 @@
 //! The outbound side: a connection from the local app is resolved to a service by its
 //! original destination, then (HTTP) by authority, then by the `"*"` catch-all, and sent
-//! along that service's routes.
+//! along that service's routes. Redirected opaque TCP that no service takes goes on to its
+//! original destination (passthrough): an unknown destination stays reachable.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -16,7 +17,7 @@ use crate::{
     http::Handler,
     ondemand::OnDemand,
     route::{Route, RouteError, authority},
-    snapshot::Snapshot,
+    snapshot::{Snapshot, single_cluster},
     state::State,
     telemetry::{Direction, RouteStats, TcpStats},
 };
@@ -29,15 +30,40 @@ pub struct Outbound {
     redirected: bool,
     /// xDS mode: services not held yet are fetched on demand.
     on_demand: Option<Arc<OnDemand>>,
+    /// For a passthrough: the settings and metrics its one-off cluster is built with.
+    state: Arc<State>,
 }
 
+/// The cluster name (and `skiff_cluster_*` label) of connections passed through to their
+/// original destination.
+pub const PASSTHROUGH: &str = "passthrough";
+
 impl Outbound {
-    pub fn new(dst: SocketAddr, local: SocketAddr, on_demand: Option<Arc<OnDemand>>) -> Self {
+    pub fn new(state: &Arc<State>, dst: SocketAddr, local: SocketAddr) -> Self {
         Outbound {
             dst,
             redirected: dst != local,
-            on_demand,
+            on_demand: state.on_demand().cloned(),
+            state: state.clone(),
         }
+    }
+
+    /// A redirected connection no service takes goes where the app meant it to: the proxy's
+    /// own connections are not redirected, so this reaches the destination itself. Built per
+    /// connection: destinations are unbounded and must not pile up in a cache.
+    fn passthrough(&self) -> Option<Arc<Cluster>> {
+        if !self.redirected {
+            return None;
+        }
+        let state = &self.state;
+        state.tcp_outbound.passthrough.inc();
+        Some(Arc::new(single_cluster(
+            PASSTHROUGH,
+            self.dst,
+            &state.settings,
+            &state.resilience,
+            None,
+        )))
     }
 
     /// Where the connection was going, when that names a service. On demand only a
@@ -119,7 +145,9 @@ impl Side for Outbound {
     }
 
     fn opaque_target(&self, snap: &Snapshot, _dst: SocketAddr) -> Option<Arc<Cluster>> {
-        let svc = self.by_dst(snap).or_else(|| snap.catch_all())?;
+        let Some(svc) = self.by_dst(snap).or_else(|| snap.catch_all()) else {
+            return self.passthrough();
+        };
         svc.touch();
         Some(svc.cluster.clone())
     }

@@ -24,12 +24,40 @@ use crate::{
     tls::{MeshTls, TlsMetrics},
 };
 
-/// The addresses the listeners actually bound.
-#[derive(Clone, Copy, Debug)]
+/// The addresses the listeners actually bound: the first of each direction, and any more
+/// (a dual-stack pod listens on both families).
+#[derive(Clone, Debug)]
 pub struct BoundAddrs {
     pub admin: SocketAddr,
     pub outbound: SocketAddr,
     pub inbound: SocketAddr,
+    pub more_outbound: Vec<SocketAddr>,
+    pub more_inbound: Vec<SocketAddr>,
+}
+
+impl BoundAddrs {
+    /// Every outbound address, comma-separated, as the startup line prints it.
+    pub fn outbound_list(&self) -> String {
+        joined(self.outbound, &self.more_outbound)
+    }
+
+    /// Every inbound address, comma-separated.
+    pub fn inbound_list(&self) -> String {
+        joined(self.inbound, &self.more_inbound)
+    }
+
+    /// Whether `addr` is one of the outbound listeners.
+    pub fn is_outbound(&self, addr: SocketAddr) -> bool {
+        addr == self.outbound || self.more_outbound.contains(&addr)
+    }
+}
+
+fn joined(first: SocketAddr, more: &[SocketAddr]) -> String {
+    std::iter::once(first)
+        .chain(more.iter().copied())
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub struct State {
@@ -172,7 +200,7 @@ impl State {
     }
 
     pub fn bound(&self) -> Option<BoundAddrs> {
-        self.bound.get().copied()
+        self.bound.get().cloned()
     }
 
     pub fn start_draining(&self) {

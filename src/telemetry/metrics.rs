@@ -143,6 +143,7 @@ pub struct Metrics {
     tcp_total: Family<DirectionLabels, Counter>,
     tcp_bytes: Family<IoLabels, Counter>,
     tcp_unrouted: Family<DirectionLabels, Counter>,
+    tcp_passthrough: Family<DirectionLabels, Counter>,
     detect: Family<OutcomeLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     lookups: Family<LookupLabels, Counter>,
@@ -164,6 +165,7 @@ impl Metrics {
         let tcp_total = Family::<DirectionLabels, Counter>::default();
         let tcp_bytes = Family::<IoLabels, Counter>::default();
         let tcp_unrouted = Family::<DirectionLabels, Counter>::default();
+        let tcp_passthrough = Family::<DirectionLabels, Counter>::default();
         let detect = Family::<OutcomeLabels, Counter>::default();
         let reloads = Family::<ResultLabels, Counter>::default();
         let lookups = Family::<LookupLabels, Counter>::default();
@@ -208,6 +210,11 @@ impl Metrics {
             tcp_unrouted.clone(),
         );
         registry.register(
+            "skiff_tcp_passthrough_connections",
+            "Redirected opaque connections no service takes, forwarded to their original destination",
+            tcp_passthrough.clone(),
+        );
+        registry.register(
             "skiff_detect",
             "Protocol detection outcomes",
             detect.clone(),
@@ -244,6 +251,7 @@ impl Metrics {
             tcp_total,
             tcp_bytes,
             tcp_unrouted,
+            tcp_passthrough,
             detect,
             reloads,
         }
@@ -299,6 +307,7 @@ impl Metrics {
                 io: Io::Write,
             }),
             unrouted: self.tcp_unrouted.get_or_create_owned(&d),
+            passthrough: self.tcp_passthrough.get_or_create_owned(&d),
         }
     }
 
@@ -377,4 +386,6 @@ pub struct TcpStats {
     pub read: Counter,
     pub write: Counter,
     pub unrouted: Counter,
+    /// Redirected connections sent on to their original destination, no service taking it.
+    pub passthrough: Counter,
 }

@@ -14,6 +14,7 @@ mod grpc;
 mod headers;
 mod http1;
 mod http2;
+mod init;
 mod malformed;
 mod metrics;
 mod mtls;

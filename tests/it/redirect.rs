@@ -1,17 +1,29 @@
-//! Real iptables redirection in a network namespace: the outbound listener reads the original
-//! destination (SO_ORIGINAL_DST) and resolves the service by it before the authority, and
-//! destinations on opaque ports skip detection. In xDS mode the original destination is what
-//! the proxy fetches first, before detection.
+//! Real interception, installed by `skiff init` itself in network namespaces joined by a veth
+//! pair (two pods on a node), with each sidecar running as the proxy uid: traffic provably goes
+//! through both sidecars, the proxy's own connections are not looped, an app reaches itself
+//! through its service, exclusions bypass, IPv6 works. The proxy side: the original
+//! destination (SO_ORIGINAL_DST, both families) names the service before the authority, opaque
+//! ports skip detection, xDS fetches by original destination, and a destination no service
+//! takes passes through, counted. Each test needs root and iptables, and says so when skipped.
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::Duration,
+};
 
 use http::StatusCode;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
 
 use crate::support::{
-    client::{self, RawConn},
+    client::{self, Metrics, RawConn},
     control_plane,
-    netns::{NetNs, redirect_here},
-    proxy::ProxyBuilder,
+    netns::{CLIENT_V4, NetNs, PodPair, SERVER_V4, SERVER_V6, at, skipped},
+    proxy::{Proxy, ProxyBuilder},
     upstream::{BannerServer, HttpUpstream},
     within,
 };
@@ -19,11 +31,242 @@ use crate::support::{
 /// Well under the 10 s detect timeout: a banner that waited for detection would miss it.
 const BANNER_DEADLINE: Duration = Duration::from_secs(3);
 
+/// The uid the sidecars run as, `skiff init`'s default `--proxy-uid`.
+const PROXY_UID: u32 = 1337;
+
+/// A pod's sidecar: inside `ns`, as the proxy uid, on the ports `skiff init` redirects to by
+/// default, both families.
+fn sidecar(mesh: &str, ns: &NetNs) -> ProxyBuilder {
+    ProxyBuilder::new(mesh)
+        .sidecar_in(ns, PROXY_UID)
+        .listen("127.0.0.1:15001,[::1]:15001", "0.0.0.0:15006,[::]:15006")
+}
+
+/// An app that tells each client who it saw: reads a line, answers `PEER_IP\n`, closes.
+/// Bound on `[::]`, so it takes both families; IPv4 peers are shown as IPv4.
+struct Whoami {
+    port: u16,
+    task: JoinHandle<()>,
+}
+
+impl Whoami {
+    fn start(listener: TcpListener) -> Whoami {
+        let port = listener.local_addr().expect("bound").port();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, peer)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut line = [0u8; 64];
+                    let _ = s.read(&mut line).await;
+                    let seen = peer.ip().to_canonical();
+                    let _ = s.write_all(format!("{seen}\n").as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        Whoami { port, task }
+    }
+}
+
+impl Drop for Whoami {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Asks the [`Whoami`] at the other end of `stream` who it saw.
+async fn who(mut stream: TcpStream) -> IpAddr {
+    within("whoami answer", crate::support::STEP, async {
+        stream.write_all(b"who\n").await.expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        answer
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not an address: {answer:?}"))
+    })
+    .await
+}
+
+fn tcp(m: &Metrics, name: &str, direction: &str) -> f64 {
+    m.sum(name, &[("direction", direction)])
+}
+
+/// Accepted connections per direction, and outbound passthroughs, of one sidecar.
+async fn counts(p: &Proxy) -> [f64; 3] {
+    let m = p.metric_values().await;
+    [
+        tcp(&m, "skiff_tcp_connections_total", "outbound"),
+        tcp(&m, "skiff_tcp_connections_total", "inbound"),
+        tcp(&m, "skiff_tcp_passthrough_connections_total", "outbound"),
+    ]
+}
+
+#[tokio::test]
+async fn two_pods_talk_through_both_sidecars_over_ipv4_and_ipv6() {
+    if skipped("two_pods_talk_through_both_sidecars_over_ipv4_and_ipv6") {
+        return;
+    }
+    let pair = PodPair::new();
+    // --ipv6 auto: each pod has a global IPv6 address, so ip6tables rules go in too.
+    pair.client.init_ok(&[]);
+    pair.server.init_ok(&[]);
+    let app = Whoami::start(pair.server.bind("[::]:0".parse().expect("literal")));
+    let server = sidecar("services: []\n", &pair.server).start().await;
+    let client = sidecar("services: []\n", &pair.client).start().await;
+
+    // The client app dials the server pod; neither side knows the other from config.
+    let seen = who(pair.client.connect(at(SERVER_V4, app.port))).await;
+    assert_eq!(
+        seen,
+        Ipv4Addr::LOCALHOST,
+        "the server app sees its own sidecar as the peer"
+    );
+    assert_eq!(
+        counts(&client).await,
+        [1.0, 0.0, 1.0],
+        "the client sidecar took the connection once (its own onward connection was not looped back) and passed it through"
+    );
+    assert_eq!(
+        counts(&server).await,
+        [0.0, 1.0, 0.0],
+        "the server sidecar took it inbound"
+    );
+
+    let seen = who(pair.client.connect(at(SERVER_V6, app.port))).await;
+    assert_eq!(
+        seen,
+        IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        "IPv6 too"
+    );
+    assert_eq!(counts(&client).await, [2.0, 0.0, 2.0]);
+    assert_eq!(counts(&server).await, [0.0, 2.0, 0.0]);
+}
+
+#[tokio::test]
+async fn an_app_calling_itself_through_its_service_goes_through_the_inbound_side() {
+    if skipped("an_app_calling_itself_through_its_service_goes_through_the_inbound_side") {
+        return;
+    }
+    let pair = PodPair::new();
+    pair.client.init_ok(&["--ipv6", "off"]);
+    let app = Whoami::start(pair.client.bind("[::]:0".parse().expect("literal")));
+    // The service's one endpoint is this very pod.
+    let mesh = format!(
+        "services:\n  - name: me\n    protocol: tcp\n    addresses: [\"10.96.0.50:80\"]\n    endpoints: [ {{ address: \"{}\" }} ]\n",
+        at(CLIENT_V4, app.port)
+    );
+    let proxy = sidecar(&mesh, &pair.client).start().await;
+
+    let seen = who(pair
+        .client
+        .connect("10.96.0.50:80".parse().expect("literal")))
+    .await;
+    assert_eq!(
+        seen,
+        Ipv4Addr::LOCALHOST,
+        "the sidecar's connection to its own pod went in through the inbound side"
+    );
+    assert_eq!(counts(&proxy).await, [1.0, 1.0, 0.0]);
+
+    // The app dialling its own address directly stays on loopback, untouched.
+    let seen = who(pair.client.connect(at(CLIENT_V4, app.port))).await;
+    assert_eq!(seen, CLIENT_V4);
+    assert_eq!(counts(&proxy).await, [1.0, 1.0, 0.0]);
+}
+
+#[tokio::test]
+async fn excluded_ports_and_cidrs_bypass_the_sidecars() {
+    if skipped("excluded_ports_and_cidrs_bypass_the_sidecars") {
+        return;
+    }
+    let pair = PodPair::new();
+    let excluded_v4 = Ipv4Addr::new(10, 77, 0, 3);
+    let not_included = Ipv4Addr::new(10, 78, 0, 2);
+    pair.add_server_address(excluded_v4);
+    pair.add_server_address(not_included);
+    let meshed = Whoami::start(pair.server.bind("[::]:0".parse().expect("literal")));
+    let skip_in = Whoami::start(pair.server.bind("[::]:0".parse().expect("literal")));
+    let skip_out = Whoami::start(pair.server.bind("[::]:0".parse().expect("literal")));
+    pair.client.init_ok(&[
+        "--ipv6",
+        "off",
+        "--exclude-outbound-ports",
+        &skip_out.port.to_string(),
+        "--include-outbound-cidrs",
+        "10.77.0.0/24, 10.96.0.0/16",
+        "--exclude-outbound-cidrs",
+        "10.77.0.3",
+    ]);
+    pair.server.init_ok(&[
+        "--ipv6",
+        "off",
+        "--exclude-inbound-ports",
+        &format!("{},22", skip_in.port),
+    ]);
+    let server = sidecar("services: []\n", &pair.server).start().await;
+    let client = sidecar("services: []\n", &pair.client).start().await;
+
+    // Through both sidecars.
+    assert_eq!(
+        who(pair.client.connect(at(SERVER_V4, meshed.port))).await,
+        Ipv4Addr::LOCALHOST
+    );
+    assert_eq!(counts(&client).await[0], 1.0);
+    assert_eq!(counts(&server).await[1], 1.0);
+
+    // An excluded outbound port skips the client's sidecar only.
+    assert_eq!(
+        who(pair.client.connect(at(SERVER_V4, skip_out.port))).await,
+        Ipv4Addr::LOCALHOST
+    );
+    assert_eq!(
+        counts(&client).await[0],
+        1.0,
+        "not through the client sidecar"
+    );
+    assert_eq!(counts(&server).await[1], 2.0);
+
+    // An excluded inbound port skips the server's sidecar: the app sees the client pod.
+    assert_eq!(
+        who(pair.client.connect(at(SERVER_V4, skip_in.port))).await,
+        CLIENT_V4
+    );
+    assert_eq!(counts(&client).await[0], 2.0);
+    assert_eq!(
+        counts(&server).await[1],
+        2.0,
+        "not through the server sidecar"
+    );
+
+    // An excluded CIDR inside an included one: exclusion wins.
+    assert_eq!(
+        who(pair.client.connect(at(excluded_v4, meshed.port))).await,
+        Ipv4Addr::LOCALHOST
+    );
+    assert_eq!(counts(&client).await[0], 2.0, "excluded CIDR");
+    assert_eq!(counts(&server).await[1], 3.0);
+
+    // A destination outside the included CIDRs.
+    assert_eq!(
+        who(pair.client.connect(at(not_included, meshed.port))).await,
+        Ipv4Addr::LOCALHOST
+    );
+    assert_eq!(counts(&client).await[0], 2.0, "not an included CIDR");
+    assert_eq!(counts(&server).await[1], 4.0);
+}
+
 #[test]
 fn original_destination_wins_over_the_authority() {
-    let ns = NetNs::new();
-    ns.add_address("10.96.0.1/24");
-    ns.run(move || async move {
+    if skipped("original_destination_wins_over_the_authority") {
+        return;
+    }
+    let pair = Arc::new(PodPair::new());
+    pair.client.init_ok(&[]);
+    let p = pair.clone();
+    pair.client.run(move || async move {
         let by_address = HttpUpstream::start("by-address").await;
         let by_host = HttpUpstream::start("by-host").await;
         let mesh = format!(
@@ -39,8 +282,7 @@ services:
             by_address.addr(),
             by_host.addr()
         );
-        let proxy = ProxyBuilder::new(&mesh).start().await;
-        redirect_here("10.96.0.0/24", proxy.outbound.port());
+        let _proxy = sidecar(&mesh, &p.client).start().await;
 
         // The app dials the ClusterIP; iptables hands the connection to the proxy.
         let r = client::send_h1(
@@ -68,17 +310,23 @@ services:
 
 #[test]
 fn opaque_port_destination_skips_detection() {
-    let ns = NetNs::new();
-    ns.add_address("10.96.0.1/24");
-    ns.run(move || async move {
+    if skipped("opaque_port_destination_skips_detection") {
+        return;
+    }
+    let pair = Arc::new(PodPair::new());
+    pair.client.init_ok(&[]);
+    let p = pair.clone();
+    pair.client.run(move || async move {
         let mysql = BannerServer::start().await;
         let mesh = format!(
             "services:\n  - name: db\n    addresses: [\"10.96.0.13:3306\"]\n    endpoints: [ {{ address: \"{}\" }} ]\n",
             mysql.addr()
         );
         // 3306 is in the default opaque list; a 10 s detect timeout would hold the banner.
-        let proxy = ProxyBuilder::new(&mesh).arg("--detect-timeout", "10s").start().await;
-        redirect_here("10.96.0.0/24", proxy.outbound.port());
+        let _proxy = sidecar(&mesh, &p.client)
+            .arg("--detect-timeout", "10s")
+            .start()
+            .await;
 
         let mut raw = RawConn::connect("10.96.0.13:3306".parse().expect("literal")).await;
         let banner = within(
@@ -93,18 +341,24 @@ fn opaque_port_destination_skips_detection() {
 
 #[test]
 fn redirected_inbound_goes_to_the_original_port_on_loopback() {
-    let ns = NetNs::new();
-    ns.add_address("10.96.1.1/24");
-    ns.run(move || async move {
+    if skipped("redirected_inbound_goes_to_the_original_port_on_loopback") {
+        return;
+    }
+    let pair = Arc::new(PodPair::new());
+    pair.server.init_ok(&[]);
+    let p = pair.clone();
+    pair.server.run(move || async move {
+        // Bound on 127.0.0.1 only: nothing but the sidecar can reach it.
         let app = HttpUpstream::start("app").await;
         // No workload: nothing names the app but the original destination's port.
-        let proxy = ProxyBuilder::new("services: []\n").start().await;
-        redirect_here("10.96.1.20/32", proxy.inbound.port());
+        let proxy = sidecar("services: []\n", &p.server).start().await;
 
-        // A peer dials this pod's IP and the app's port; iptables hands it to the inbound side.
-        let dst =
-            std::net::SocketAddr::new("10.96.1.20".parse().expect("literal"), app.addr().port());
-        let r = client::send_h1(dst, client::get("app.default", "/in")).await;
+        // A peer pod dials this pod's IP and the app's port; iptables hands it to the
+        // inbound side.
+        let stream = p.client.connect(at(SERVER_V4, app.addr().port()));
+        let r = client::try_send_h1_over(stream, client::get("app.default", "/in"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         assert_eq!(r.served_by(), Some("app"), "{r:?}");
         let m = proxy.metric_values().await;
@@ -121,9 +375,13 @@ fn redirected_inbound_goes_to_the_original_port_on_loopback() {
 
 #[test]
 fn xds_fetches_services_by_original_destination() {
-    let ns = NetNs::new();
-    ns.add_address("10.96.2.1/24");
-    ns.run(move || async move {
+    if skipped("xds_fetches_services_by_original_destination") {
+        return;
+    }
+    let pair = Arc::new(PodPair::new());
+    pair.client.init_ok(&[]);
+    let p = pair.clone();
+    pair.client.run(move || async move {
         let by_address = HttpUpstream::start("by-address").await;
         let by_host = HttpUpstream::start("by-host").await;
         let smtp = BannerServer::start().await;
@@ -155,11 +413,12 @@ workloads:
         // A long detect timeout: a `protocol: tcp` service learnt too late would hold the
         // banner until it expires.
         let proxy = ProxyBuilder::xds(&format!("http://{}", cp.grpc_addr))
+            .sidecar_in(&p.client, PROXY_UID)
+            .listen("127.0.0.1:15001", "0.0.0.0:15006")
             .workload("client", "default")
             .arg("--detect-timeout", "10s")
             .start()
             .await;
-        redirect_here("10.96.2.0/24", proxy.outbound.port());
 
         // Nothing is held: the original destination is looked up before anything else, and
         // wins over the Host.

@@ -86,6 +86,14 @@ pub async fn try_send_h1(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
+    try_send_h1_over(stream, req).await
+}
+
+/// One HTTP/1.1 request on a connection the caller opened (e.g. in another namespace).
+pub async fn try_send_h1_over(
+    stream: TcpStream,
+    req: Request<Full<Bytes>>,
+) -> Result<Reply, String> {
     let mut conn = H1Conn::handshake(stream).await?;
     conn.try_send(req).await
 }

@@ -20,7 +20,9 @@ use tokio::{
 use super::{
     STEP,
     client::{self, Metrics, Reply},
-    eventually, within,
+    eventually,
+    netns::{ChildSetup, NetNs, NsPath},
+    within,
 };
 
 /// Time allowed for the binary to print its startup line and then report ready.
@@ -34,6 +36,11 @@ pub struct ProxyBuilder {
     xds: Option<String>,
     env: Vec<(String, String)>,
     current_dir: Option<PathBuf>,
+    /// `--outbound-addr`, `--inbound-addr`.
+    listen: (String, String),
+    setup: Option<ChildSetup>,
+    /// The namespace the proxy runs in, when not this thread's: admin requests go there.
+    netns: Option<NsPath>,
 }
 
 impl ProxyBuilder {
@@ -45,7 +52,25 @@ impl ProxyBuilder {
             xds: None,
             env: Vec::new(),
             current_dir: None,
+            listen: ("127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned()),
+            setup: None,
+            netns: None,
         }
+    }
+
+    /// Runs as a pod's sidecar: inside `ns`, as `uid` (the uid `skiff init` exempts); admin
+    /// requests are made from inside `ns`.
+    pub fn sidecar_in(mut self, ns: &NetNs, uid: u32) -> Self {
+        self.setup = Some(ns.child().user(uid));
+        self.netns = Some(ns.path());
+        self
+    }
+
+    /// The outbound and inbound listener addresses (each one or more, comma-separated).
+    /// Default: `127.0.0.1:0` for both.
+    pub fn listen(mut self, outbound: &str, inbound: &str) -> Self {
+        self.listen = (outbound.to_owned(), inbound.to_owned());
+        self
     }
 
     /// xDS mode: config from the control plane at `url` (needs `.workload(..)`).
@@ -107,20 +132,34 @@ impl ProxyBuilder {
         let stderr_path = dir.path().join("skiff.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        let other_user = self.setup.as_ref().and_then(ChildSetup::uid).is_some();
+        if other_user {
+            // Another user must read the mesh file and run the binary.
+            use std::os::unix::fs::PermissionsExt;
+            let open = |p: &Path, mode| {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                    .expect("open up the proxy's files")
+            };
+            open(dir.path(), 0o755);
+            open(&mesh_path, 0o644);
+        }
+        let binary = if other_user {
+            binary_for_others()
+        } else {
+            PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
+        };
+        let mut cmd = Command::new(binary);
         cmd.arg("run");
         match &self.xds {
             Some(url) => cmd.args(["--xds", url]),
             None => cmd.arg("--config").arg(&mesh_path),
         };
-        cmd.args([
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--outbound-addr",
-            "127.0.0.1:0",
-            "--inbound-addr",
-            "127.0.0.1:0",
-        ]);
+        cmd.args(["--admin-addr", "127.0.0.1:0"]);
+        cmd.args(["--outbound-addr", &self.listen.0]);
+        cmd.args(["--inbound-addr", &self.listen.1]);
+        if let Some(setup) = self.setup {
+            setup.apply_tokio(&mut cmd);
+        }
         if let Some((name, ns)) = &self.workload {
             cmd.args(["--workload", name, "--namespace", ns]);
         }
@@ -140,6 +179,7 @@ impl ProxyBuilder {
         let first = tokio::time::timeout(START, lines.next_line()).await;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let mut proxy = Proxy {
+            netns: self.netns,
             child,
             stdout: stdout.clone(),
             admin: unbound(),
@@ -172,6 +212,33 @@ impl ProxyBuilder {
     }
 }
 
+/// The `skiff` binary where any user can run it: the build's own when every directory above it
+/// lets others through, else a copy in a temporary directory, made once.
+fn binary_for_others() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let built = Path::new(env!("CARGO_BIN_EXE_skiff"));
+            let mode = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.permissions().mode());
+            let reachable = mode(built) & 0o005 == 0o005
+                && built.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0);
+            if reachable {
+                return built.to_owned();
+            }
+            let dir = std::env::temp_dir().join(format!("skiff-it-bin-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a directory for the binary");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                .expect("open the binary's directory");
+            let copy = dir.join("skiff");
+            std::fs::copy(built, &copy).expect("copy the skiff binary");
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+                .expect("make the copy runnable");
+            copy
+        })
+        .clone()
+}
+
 fn unbound() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
 }
@@ -194,7 +261,9 @@ fn parse_startup_line(line: &str) -> StartupAddrs {
         let (key, value) = field
             .split_once('=')
             .unwrap_or_else(|| panic!("bad field {field:?} in {line:?}"));
-        let addr: SocketAddr = value
+        // A direction with several listeners lists them all; the first stands for it.
+        let first = value.split(',').next().unwrap_or(value);
+        let addr: SocketAddr = first
             .parse()
             .unwrap_or_else(|_| panic!("bad address {value:?} in {line:?}"));
         match key {
@@ -256,6 +325,8 @@ pub async fn run_refused(mesh_yaml: &str) -> std::process::Output {
 /// A running `skiff run --config ...`; killed when dropped.
 pub struct Proxy {
     child: Child,
+    /// The namespace it runs in, when not the test thread's.
+    netns: Option<NsPath>,
     /// Lines written to stdout after the startup line, as they arrive.
     stdout: Arc<Mutex<Vec<String>>>,
     pub admin: SocketAddr,
@@ -296,7 +367,7 @@ impl Proxy {
         let mut last = String::from("no attempt");
         let ready = tokio::time::timeout(START, async {
             loop {
-                match client::try_send_h1(self.admin, client::get("admin", "/ready")).await {
+                match self.try_admin_get("/ready").await {
                     Ok(r) if r.status == StatusCode::OK => return,
                     Ok(r) => last = format!("status {}", r.status),
                     Err(e) => last = e,
@@ -312,15 +383,28 @@ impl Proxy {
 
     /// `GET path` on the admin listener.
     pub async fn admin_get(&self, path: &str) -> Reply {
-        client::send_h1(self.admin, client::get("admin", path)).await
+        self.try_admin_get(path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} on the admin listener: {e}"))
+    }
+
+    /// `GET path` on the admin listener, from inside the proxy's namespace.
+    async fn try_admin_get(&self, path: &str) -> Result<Reply, String> {
+        let req = client::get("admin", path);
+        match &self.netns {
+            None => client::try_send_h1(self.admin, req).await,
+            Some(ns) => {
+                let stream = ns
+                    .connect(self.admin)
+                    .map_err(|e| format!("connect {}: {e}", self.admin))?;
+                client::try_send_h1_over(stream, req).await
+            }
+        }
     }
 
     /// `/ready`'s status, or `None` when the admin listener does not answer.
     pub async fn ready_status(&self) -> Option<StatusCode> {
-        client::try_send_h1(self.admin, client::get("admin", "/ready"))
-            .await
-            .ok()
-            .map(|r| r.status)
+        self.try_admin_get("/ready").await.ok().map(|r| r.status)
     }
 
     /// The `/metrics` page as text.
