@@ -361,17 +361,17 @@ fn tracing_cost(c: &mut Criterion) {
                 cx.inject(&mut h);
                 if let Some(mut span) = tracer.span(
                     &cx,
-                    opentelemetry::trace::SpanKind::Client,
+                    skiff::telemetry::spans::SpanKind::Client,
                     std::time::SystemTime::now(),
                 ) {
                     span.set_name("GET reviews");
                     span.set("http.request.method", "GET");
-                    span.set("url.path", "/reviews/1".to_owned());
-                    span.set("server.address", "reviews".to_owned());
+                    span.set("url.path", "/reviews/1");
+                    span.set("server.address", "reviews");
                     span.set("network.protocol.version", "1.1");
                     span.set("http.response.status_code", 200_i64);
-                    span.set("skiff.route", skiff::telemetry::spans::shared(&route));
-                    span.set("skiff.endpoint", "127.0.0.1:9080".to_owned());
+                    span.set("skiff.route", &route);
+                    span.set("skiff.endpoint", "127.0.0.1:9080");
                     span.set("skiff.attempt", 1_i64);
                     tracer.finish(span);
                 }

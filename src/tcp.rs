@@ -9,7 +9,6 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use opentelemetry::trace::SpanKind;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
@@ -19,7 +18,7 @@ use crate::{
     telemetry::{
         Direction, Recorder,
         access_log::{self, Entry},
-        spans::{Span, TraceCx, shared},
+        spans::{Span, SpanKind, TraceCx},
         trace_context,
     },
     tls::Inner,
@@ -140,9 +139,9 @@ impl Observed {
         if let Some(mut span) = self.span {
             span.set_name(format!("tcp {}", cluster.name));
             span.set("network.transport", "tcp");
-            span.set("skiff.service", shared(&cluster.name));
+            span.set("skiff.service", &cluster.name);
             if let Some(e) = done.endpoint {
-                span.set("skiff.endpoint", e.to_string());
+                span.set("skiff.endpoint", &*e.to_string());
             }
             #[allow(clippy::cast_possible_wrap)]
             {
@@ -150,7 +149,7 @@ impl Observed {
                 span.set("skiff.bytes.received", done.received as i64);
             }
             if let Some(p) = peer {
-                span.set("skiff.peer.identity", shared(p));
+                span.set("skiff.peer.identity", p);
             }
             if let Some(e) = done.error {
                 span.set("skiff.reason", e);

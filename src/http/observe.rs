@@ -10,13 +10,12 @@ use std::{
 };
 
 use http::{HeaderMap, HeaderValue, Method, Response, request::Parts};
-use opentelemetry::trace::SpanKind;
 
 use super::{ProxyBody, Version, respond::SKIFF_REASON};
 use crate::telemetry::{
     Direction, Recorder,
     access_log::{self, Entry},
-    spans::{Span, TraceCx, shared},
+    spans::{Span, SpanKind, TraceCx},
     trace_context,
 };
 
@@ -242,10 +241,10 @@ impl Exchange {
             (None, Some(s)) => span.set_name(format!("{} {s}", self.method)),
             (None, None) => span.set_name(format!("{} {}", self.method, host.unwrap_or(""))),
         }
-        span.set("http.request.method", self.method.as_str().to_owned());
-        span.set("url.path", self.path.clone());
+        span.set("http.request.method", self.method.as_str());
+        span.set("url.path", &self.path);
         if let Some(h) = host {
-            span.set("server.address", h.to_owned());
+            span.set("server.address", h);
         }
         span.set(
             "network.protocol.version",
@@ -258,16 +257,16 @@ impl Exchange {
             span.set("http.response.status_code", i64::from(s));
         }
         if let Some(r) = &self.route {
-            span.set("skiff.route", shared(r));
+            span.set("skiff.route", r);
         }
         if let Some(s) = service {
-            span.set("skiff.service", shared(s));
+            span.set("skiff.service", s);
         }
         if let Some(w) = &self.workload {
-            span.set("skiff.workload", shared(w));
+            span.set("skiff.workload", w);
         }
         if let Some(e) = self.hop.endpoint {
-            span.set("skiff.endpoint", e.to_string());
+            span.set("skiff.endpoint", &*e.to_string());
         }
         if self.hop.attempts > 0 {
             span.set("skiff.attempt", i64::from(self.hop.attempts));
@@ -277,15 +276,15 @@ impl Exchange {
             Direction::Outbound => self.hop.identity.as_ref(),
         };
         if let Some(p) = peer {
-            span.set("skiff.peer.identity", shared(p));
+            span.set("skiff.peer.identity", p);
         }
         if let Some(r) = self.reason.as_ref().and_then(|r| r.to_str().ok()) {
-            span.set("skiff.reason", r.to_owned());
+            span.set("skiff.reason", r);
         }
         if let Some((svc, method)) = rpc {
             span.set("rpc.system", "grpc");
-            span.set("rpc.service", svc.to_owned());
-            span.set("rpc.method", method.to_owned());
+            span.set("rpc.service", svc);
+            span.set("rpc.method", method);
             if let Some(code) = self.grpc_status {
                 span.set("rpc.grpc.status_code", i64::from(code));
             }
@@ -305,7 +304,7 @@ impl Exchange {
             span.set_name(format!("attempt {}", a.n));
             span.set("skiff.attempt", i64::from(a.n));
             if let Some(e) = a.endpoint {
-                span.set("skiff.endpoint", e.to_string());
+                span.set("skiff.endpoint", &*e.to_string());
             }
             if let Some(s) = a.status {
                 span.set("http.response.status_code", i64::from(s));

@@ -1,15 +1,12 @@
-//! Span export: a bounded queue the request path pushes finished spans into without waiting,
-//! and one task on the proxy's runtime that batches them (the `OTEL_BSP_*` settings) and sends
-//! each batch through `opentelemetry-otlp`'s gRPC exporter. Owns tracing's metric families.
+//! Span export: a bounded queue the request path pushes finished (already encoded) spans into
+//! without waiting, and one task on the proxy's runtime that batches them (the `OTEL_BSP_*`
+//! settings) and sends each batch as an OTLP/gRPC `TraceService/Export` call. Owns tracing's
+//! metric families.
 
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::{
-    Resource,
-    trace::{SpanData, SpanExporter as _},
-};
+use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
@@ -20,7 +17,19 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
+use tonic::{
+    Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    transport::{Channel, Endpoint},
+};
 use tracing::{debug, info, warn};
+
+use super::otlp::Envelope;
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// One finished span, encoded as an OTLP `Span` message.
+pub type EncodedSpan = Vec<u8>;
 
 /// Where spans go and how they are batched; resolved once at start from `OTEL_*` variables.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,7 +46,7 @@ pub struct ExportSettings {
     pub max_batch: usize,
     /// `OTEL_BSP_EXPORT_TIMEOUT`: one batch's export, retries included.
     pub export_timeout: Duration,
-    /// `OTEL_EXPORTER_OTLP_TIMEOUT`: one export call.
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`: one export call, connecting included.
     pub otlp_timeout: Duration,
 }
 
@@ -100,19 +109,19 @@ impl TraceMetrics {
 /// The request path's end of the export queue: pushing never waits.
 #[derive(Clone, Debug)]
 pub struct SpanQueue {
-    tx: mpsc::Sender<SpanData>,
+    tx: mpsc::Sender<EncodedSpan>,
     metrics: TraceMetrics,
 }
 
 impl SpanQueue {
-    pub fn push(&self, span: SpanData) {
+    pub fn push(&self, span: EncodedSpan) {
         if self.tx.try_send(span).is_err() {
             self.metrics.dropped("queue-full", 1);
         }
     }
 
     /// A queue of `cap` spans and its receiving end (the batch task's, or a benchmark's).
-    pub fn bounded(cap: usize, metrics: TraceMetrics) -> (SpanQueue, mpsc::Receiver<SpanData>) {
+    pub fn bounded(cap: usize, metrics: TraceMetrics) -> (SpanQueue, mpsc::Receiver<EncodedSpan>) {
         let (tx, rx) = mpsc::channel(cap.max(1));
         (SpanQueue { tx, metrics }, rx)
     }
@@ -136,23 +145,24 @@ impl ExportHandle {
     }
 }
 
-/// Builds the exporter (inside the runtime: its channel spawns a task) and starts the batch
-/// task. The collector is dialled lazily: one that is down costs failed exports, not a start.
+/// Starts the batch task (inside the runtime: the channel spawns a task). The collector is
+/// dialled lazily: one that is down costs failed exports, not a start.
 pub fn start(
     settings: &ExportSettings,
     metrics: TraceMetrics,
 ) -> Result<(SpanQueue, ExportHandle), String> {
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(settings.endpoint.clone())
-        .with_timeout(settings.otlp_timeout)
-        .build()
-        .map_err(|e| format!("OTLP exporter for {}: {e}", settings.endpoint))?;
-    exporter.set_resource(&resource(&settings.resource));
+    let channel = Endpoint::from_shared(settings.endpoint.clone())
+        .map_err(|e| format!("OTLP endpoint {}: {e}", settings.endpoint))?
+        .connect_timeout(settings.otlp_timeout)
+        .timeout(settings.otlp_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let envelope = Envelope::new(&settings.resource, "skiff", env!("CARGO_PKG_VERSION"));
     let (queue, rx) = SpanQueue::bounded(settings.max_queue, metrics.clone());
     let (stop_tx, stop_rx) = oneshot::channel();
     let batcher = Batcher {
-        exporter,
+        client: tonic::client::Grpc::new(channel),
+        envelope,
         max_batch: settings.max_batch.clamp(1, settings.max_queue.max(1)),
         delay: settings.schedule_delay,
         export_timeout: settings.export_timeout,
@@ -169,19 +179,9 @@ pub fn start(
     ))
 }
 
-fn resource(attrs: &[(String, String)]) -> Resource {
-    // Later keys win: the builder keeps the last value of a key.
-    Resource::builder_empty()
-        .with_attributes(
-            attrs
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-        )
-        .build()
-}
-
 struct Batcher {
-    exporter: opentelemetry_otlp::SpanExporter,
+    client: tonic::client::Grpc<Channel>,
+    envelope: Envelope,
     max_batch: usize,
     delay: Duration,
     export_timeout: Duration,
@@ -191,7 +191,7 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn run(mut self, mut rx: mpsc::Receiver<SpanData>, mut stop: oneshot::Receiver<()>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<EncodedSpan>, mut stop: oneshot::Receiver<()>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut due = Instant::now() + self.delay;
         loop {
@@ -229,22 +229,22 @@ impl Batcher {
         }
     }
 
-    async fn export(&mut self, batch: &mut Vec<SpanData>) {
+    async fn export(&mut self, batch: &mut Vec<EncodedSpan>) {
         let n = batch.len();
-        let spans = std::mem::replace(batch, Vec::with_capacity(self.max_batch));
-        let error =
-            match tokio::time::timeout(self.export_timeout, self.exporter.export(spans)).await {
-                Ok(Ok(())) => {
-                    self.metrics.exported.inc_by(n as u64);
-                    if self.failing {
-                        info!("span export works again");
-                        self.failing = false;
-                    }
-                    return;
+        let request = Bytes::from(self.envelope.request(batch));
+        batch.clear();
+        let error = match tokio::time::timeout(self.export_timeout, self.send(request)).await {
+            Ok(Ok(())) => {
+                self.metrics.exported.inc_by(n as u64);
+                if self.failing {
+                    info!("span export works again");
+                    self.failing = false;
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {:?}", self.export_timeout),
-            };
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.export_timeout),
+        };
         self.failed(n);
         // Once per outage at warn: a collector that is gone fails every batch.
         if self.failing {
@@ -255,8 +255,64 @@ impl Batcher {
         }
     }
 
+    /// One `Export` call. The answer's partial-success details are not read: a collector
+    /// that rejects spans says so in its own logs.
+    async fn send(&mut self, request: Bytes) -> Result<(), Status> {
+        self.client
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.client
+            .unary(
+                tonic::Request::new(request),
+                PathAndQuery::from_static(EXPORT_PATH),
+                RawCodec,
+            )
+            .await
+            .map(|_| ())
+    }
+
     fn failed(&self, n: usize) {
         self.metrics.export_errors.inc();
         self.metrics.dropped("export-failed", n);
+    }
+}
+
+/// Messages already encoded: sent as they are, answers kept as bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
     }
 }

@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod export;
 mod logging;
 mod metrics;
+pub mod otlp;
 pub mod spans;
 pub mod trace_context;
 

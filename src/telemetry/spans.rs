@@ -2,18 +2,15 @@
 //! the trace context a hop forwards, and the span record a sampled hop fills and hands to the
 //! exporter's queue. An unsampled request costs a decision and an id, never a span.
 
-use std::{borrow::Cow, sync::Arc, time::SystemTime};
+use std::{borrow::Cow, time::SystemTime};
 
 use http::{HeaderMap, HeaderValue};
-use opentelemetry::{
-    InstrumentationScope, KeyValue, Value,
-    trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState},
-};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use rand::RngExt;
 
+pub use super::otlp::Kind as SpanKind;
 use super::{
     export::SpanQueue,
+    otlp::{self, AttrValue},
     trace_context::{
         self, B3, SpanId, TRACEPARENT, TRACESTATE, TraceId, X_B3_PARENTSPANID, X_B3_SAMPLED,
         X_B3_SPANID, X_B3_TRACEID,
@@ -109,7 +106,6 @@ pub struct Tracer {
     endpoint: Option<String>,
     /// The ratio for new traces when the mesh file sets none (`OTEL_TRACES_SAMPLER*`).
     default_ratio: f64,
-    scope: InstrumentationScope,
 }
 
 impl Tracer {
@@ -119,7 +115,6 @@ impl Tracer {
             queue: None,
             endpoint: None,
             default_ratio: 0.0,
-            scope: scope(),
         }
     }
 
@@ -128,7 +123,6 @@ impl Tracer {
             queue: Some(queue),
             endpoint: Some(endpoint.to_owned()),
             default_ratio,
-            scope: scope(),
         }
     }
 
@@ -192,7 +186,7 @@ impl Tracer {
             kind,
             name: Cow::Borrowed(""),
             start,
-            attributes: Vec::with_capacity(16),
+            attributes: Vec::with_capacity(512),
             error: None,
         })
     }
@@ -204,15 +198,9 @@ impl Tracer {
 
     pub fn finish_at(&self, span: Span, end: SystemTime) {
         if let Some(q) = &self.queue {
-            q.push(span.into_data(end, self.scope.clone()));
+            q.push(span.encode(end));
         }
     }
-}
-
-fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder("skiff")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
 }
 
 /// Trace-id-ratio sampling: the same trace id gets the same answer on every proxy.
@@ -270,13 +258,14 @@ pub fn new_span_id() -> SpanId {
     }
 }
 
-/// A sampled hop's span while it is open: attributes are added as the request goes.
+/// A sampled hop's span while it is open: attributes are encoded as they are added.
 pub struct Span {
     pub cx: TraceCx,
     kind: SpanKind,
     name: Cow<'static, str>,
     start: SystemTime,
-    attributes: Vec<KeyValue>,
+    /// Attributes as OTLP `KeyValue` fields, ready to be copied into the span.
+    attributes: Vec<u8>,
     /// Set: the span ends in error with this description.
     error: Option<Cow<'static, str>>,
 }
@@ -286,71 +275,45 @@ impl Span {
         self.name = name.into();
     }
 
-    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
-        self.attributes.push(KeyValue::new(key, value));
-    }
-
-    pub fn has(&self, key: &str) -> bool {
-        self.attributes.iter().any(|kv| kv.key.as_str() == key)
+    pub fn set<'a>(&mut self, key: &str, value: impl Into<AttrValue<'a>>) {
+        otlp::put_attribute(&mut self.attributes, 9, key, value.into());
     }
 
     /// Marks the span failed: `error.type` (once) and an error status.
     pub fn fail(&mut self, error_type: impl Into<Cow<'static, str>>) {
         if self.error.is_none() {
             let e: Cow<'static, str> = error_type.into();
-            self.set("error.type", e.clone());
+            self.set("error.type", &*e);
             self.error = Some(e);
         }
     }
 
-    fn into_data(self, end: SystemTime, scope: InstrumentationScope) -> SpanData {
-        let flags = if self.cx.sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
+    /// The span as an OTLP `Span` message, ended at `end`.
+    fn encode(&self, end: SystemTime) -> Vec<u8> {
+        let nanos = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         };
-        SpanData {
-            span_context: SpanContext::new(
-                opentelemetry::trace::TraceId::from_bytes(self.cx.trace_id.0),
-                opentelemetry::trace::SpanId::from_bytes(self.cx.span_id.0),
-                flags,
-                false,
-                TraceState::NONE,
-            ),
-            parent_span_id: self
-                .cx
-                .parent
-                .map_or(opentelemetry::trace::SpanId::INVALID, |p| {
-                    opentelemetry::trace::SpanId::from_bytes(p.0)
-                }),
-            parent_span_is_remote: self.cx.parent.is_some(),
-            span_kind: self.kind,
-            name: self.name,
-            start_time: self.start,
-            end_time: end.max(self.start),
-            attributes: self.attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: match self.error {
-                Some(e) => Status::error(e),
-                None => Status::Unset,
-            },
-            instrumentation_scope: scope,
-        }
+        let start = nanos(self.start);
+        otlp::encode_span(&otlp::SpanFields {
+            trace_id: &self.cx.trace_id.0,
+            span_id: &self.cx.span_id.0,
+            parent: self.cx.parent.as_ref().map(|p| &p.0),
+            name: &self.name,
+            kind: self.kind,
+            start_unix_nanos: start,
+            end_unix_nanos: nanos(end).max(start),
+            attributes: &self.attributes,
+            error: self.error.as_deref(),
+        })
     }
-}
-
-/// A value for a string attribute that is already shared.
-pub fn shared(s: &Arc<str>) -> Value {
-    Value::from(s.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn queue() -> (SpanQueue, tokio::sync::mpsc::Receiver<SpanData>) {
+    fn queue() -> (SpanQueue, tokio::sync::mpsc::Receiver<Vec<u8>>) {
         SpanQueue::bounded(8, super::super::export::TraceMetrics::default())
     }
 
@@ -442,15 +405,19 @@ mod tests {
         span.fail("timeout");
         span.fail("ignored");
         t.finish(span);
-        let data = rx.try_recv().unwrap();
+        let bytes = rx.try_recv().unwrap();
+        let data = <opentelemetry_proto::tonic::trace::v1::Span as prost::Message>::decode(
+            bytes.as_slice(),
+        )
+        .unwrap();
         assert_eq!(data.name, "GET reviews");
-        assert_eq!(data.span_context.trace_id().to_bytes(), cx.trace_id.0);
-        assert_eq!(data.span_kind, SpanKind::Client);
-        assert_eq!(data.status, Status::error("timeout"));
+        assert_eq!(data.trace_id, cx.trace_id.0.to_vec());
+        assert_eq!(data.kind, SpanKind::Client as i32);
+        assert_eq!(data.status.unwrap().message, "timeout");
         assert_eq!(
             data.attributes
                 .iter()
-                .filter(|kv| kv.key.as_str() == "error.type")
+                .filter(|kv| kv.key == "error.type")
                 .count(),
             1
         );
