@@ -141,7 +141,7 @@ impl Observed {
             span.set("network.transport", "tcp");
             span.set("skiff.service", &cluster.name);
             if let Some(e) = done.endpoint {
-                span.set("skiff.endpoint", &*e.to_string());
+                span.set("skiff.endpoint", e);
             }
             #[allow(clippy::cast_possible_wrap)]
             {

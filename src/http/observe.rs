@@ -238,8 +238,14 @@ impl Exchange {
         };
         match (rpc, named) {
             (Some((svc, method)), _) => span.set_name(format!("{svc}/{method}")),
-            (None, Some(s)) => span.set_name(format!("{} {s}", self.method)),
-            (None, None) => span.set_name(format!("{} {}", self.method, host.unwrap_or(""))),
+            (None, named) => {
+                let what: &str = named.map_or(host.unwrap_or(""), |s| s);
+                let mut name = String::with_capacity(self.method.as_str().len() + 1 + what.len());
+                name.push_str(self.method.as_str());
+                name.push(' ');
+                name.push_str(what);
+                span.set_name(name);
+            }
         }
         span.set("http.request.method", self.method.as_str());
         span.set("url.path", &self.path);
@@ -266,7 +272,7 @@ impl Exchange {
             span.set("skiff.workload", w);
         }
         if let Some(e) = self.hop.endpoint {
-            span.set("skiff.endpoint", &*e.to_string());
+            span.set("skiff.endpoint", e);
         }
         if self.hop.attempts > 0 {
             span.set("skiff.attempt", i64::from(self.hop.attempts));
@@ -304,7 +310,7 @@ impl Exchange {
             span.set_name(format!("attempt {}", a.n));
             span.set("skiff.attempt", i64::from(a.n));
             if let Some(e) = a.endpoint {
-                span.set("skiff.endpoint", &*e.to_string());
+                span.set("skiff.endpoint", e);
             }
             if let Some(s) = a.status {
                 span.set("http.response.status_code", i64::from(s));

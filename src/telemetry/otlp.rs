@@ -16,6 +16,55 @@ pub enum AttrValue<'a> {
     Str(&'a str),
     Int(i64),
     Bool(bool),
+    /// A socket address, written as `ip:port`.
+    Addr(std::net::SocketAddr),
+}
+
+impl From<std::net::SocketAddr> for AttrValue<'_> {
+    fn from(a: std::net::SocketAddr) -> Self {
+        AttrValue::Addr(a)
+    }
+}
+
+/// `ip:port` into `buf`, without the formatting machinery for the common IPv4 case.
+pub fn addr_text(addr: std::net::SocketAddr, buf: &mut [u8; 64]) -> &str {
+    fn digits(out: &mut [u8], at: &mut usize, mut n: u32) {
+        let start = *at;
+        loop {
+            #[allow(clippy::cast_possible_truncation)]
+            {
+                out[*at] = b'0' + (n % 10) as u8;
+            }
+            *at += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out[start..*at].reverse();
+    }
+    let mut at = 0;
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            for (i, o) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    buf[at] = b'.';
+                    at += 1;
+                }
+                digits(buf, &mut at, u32::from(*o));
+            }
+            buf[at] = b':';
+            at += 1;
+            digits(buf, &mut at, u32::from(a.port()));
+        }
+        std::net::SocketAddr::V6(_) => {
+            use std::io::Write;
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{addr}");
+            at = 64 - w.len();
+        }
+    }
+    std::str::from_utf8(&buf[..at]).unwrap_or("")
 }
 
 impl<'a> From<&'a str> for AttrValue<'a> {
@@ -91,11 +140,17 @@ fn len_field(body: usize) -> usize {
 
 /// A `KeyValue` as field `field` of the enclosing message (spans: 9; resources: 1).
 pub fn put_attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: AttrValue<'_>) {
+    let mut text = [0u8; 64];
+    let value = match value {
+        AttrValue::Addr(a) => AttrValue::Str(addr_text(a, &mut text)),
+        v => v,
+    };
     let any = match value {
         AttrValue::Str(s) => len_field(s.len()),
         #[allow(clippy::cast_sign_loss)]
         AttrValue::Int(n) => 1 + varint_len(n as u64),
         AttrValue::Bool(_) => 2,
+        AttrValue::Addr(_) => 0,
     };
     let kv = len_field(key.len()) + len_field(any);
     put_tag(buf, field, LEN);
@@ -114,6 +169,7 @@ pub fn put_attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: AttrValue<
             put_tag(buf, 2, VARINT);
             buf.push(u8::from(b));
         }
+        AttrValue::Addr(_) => {}
     }
 }
 
@@ -126,7 +182,8 @@ pub struct SpanFields<'a> {
     pub kind: Kind,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
-    /// Attributes already encoded as field-9 entries ([`put_attribute`]).
+    /// Attributes already encoded as field-9 entries ([`put_attribute`]); ignored by
+    /// [`finish_span`], whose buffer holds them.
     pub attributes: &'a [u8],
     /// `Some`: status ERROR with this message.
     pub error: Option<&'a str>,
@@ -135,31 +192,38 @@ pub struct SpanFields<'a> {
 /// Encodes one `Span` message (its body, without a field tag of its own).
 pub fn encode_span(f: &SpanFields<'_>) -> Vec<u8> {
     let mut buf = Vec::with_capacity(96 + f.name.len() + f.attributes.len());
-    put_len(&mut buf, 1, f.trace_id);
-    put_len(&mut buf, 2, f.span_id);
-    if let Some(p) = f.parent {
-        put_len(&mut buf, 4, p);
-    }
-    put_len(&mut buf, 5, f.name.as_bytes());
-    put_tag(&mut buf, 6, VARINT);
-    put_varint(&mut buf, f.kind as u64);
-    put_fixed64(&mut buf, 7, f.start_unix_nanos);
-    put_fixed64(&mut buf, 8, f.end_unix_nanos);
     buf.extend_from_slice(f.attributes);
+    finish_span(&mut buf, f);
+    buf
+}
+
+/// Appends the span's own fields to `buf`, which holds its attributes already (protobuf
+/// fields may come in any order), so a span is written into one buffer, never copied.
+pub fn finish_span(buf: &mut Vec<u8>, f: &SpanFields<'_>) {
+    let buf = &mut *buf;
+    put_len(buf, 1, f.trace_id);
+    put_len(buf, 2, f.span_id);
+    if let Some(p) = f.parent {
+        put_len(buf, 4, p);
+    }
+    put_len(buf, 5, f.name.as_bytes());
+    put_tag(buf, 6, VARINT);
+    put_varint(buf, f.kind as u64);
+    put_fixed64(buf, 7, f.start_unix_nanos);
+    put_fixed64(buf, 8, f.end_unix_nanos);
     if let Some(message) = f.error {
         // Status { message = 2, code = 3 (ERROR = 2) }
         let body = len_field(message.len()) + 2;
-        put_tag(&mut buf, 15, LEN);
-        put_varint(&mut buf, body as u64);
-        put_len(&mut buf, 2, message.as_bytes());
-        put_tag(&mut buf, 3, VARINT);
+        put_tag(buf, 15, LEN);
+        put_varint(buf, body as u64);
+        put_len(buf, 2, message.as_bytes());
+        put_tag(buf, 3, VARINT);
         buf.push(2);
     }
     // Span flags: the parent's remoteness is known (bit 8), and it is remote (bit 9).
     let flags: u32 = if f.parent.is_some() { 0x300 } else { 0x100 };
-    put_tag(&mut buf, 16, FIXED32);
+    put_tag(buf, 16, FIXED32);
     buf.extend_from_slice(&flags.to_le_bytes());
-    buf
 }
 
 /// The parts of every request from one proxy: its resource and instrumentation scope,
@@ -224,6 +288,20 @@ mod tests {
     use prost::Message;
 
     use super::*;
+
+    #[test]
+    fn addresses_as_text() {
+        let mut b = [0u8; 64];
+        for a in [
+            "127.0.0.1:9080",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[::1]:80",
+        ] {
+            let addr: std::net::SocketAddr = a.parse().unwrap();
+            assert_eq!(addr_text(addr, &mut b), a);
+        }
+    }
 
     #[test]
     fn varint_lengths() {

@@ -288,24 +288,30 @@ impl Span {
         }
     }
 
-    /// The span as an OTLP `Span` message, ended at `end`.
-    fn encode(&self, end: SystemTime) -> Vec<u8> {
+    /// The span as an OTLP `Span` message, ended at `end`: its fields appended to the
+    /// attributes already written.
+    fn encode(self, end: SystemTime) -> Vec<u8> {
         let nanos = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         };
         let start = nanos(self.start);
-        otlp::encode_span(&otlp::SpanFields {
-            trace_id: &self.cx.trace_id.0,
-            span_id: &self.cx.span_id.0,
-            parent: self.cx.parent.as_ref().map(|p| &p.0),
-            name: &self.name,
-            kind: self.kind,
-            start_unix_nanos: start,
-            end_unix_nanos: nanos(end).max(start),
-            attributes: &self.attributes,
-            error: self.error.as_deref(),
-        })
+        let mut buf = self.attributes;
+        otlp::finish_span(
+            &mut buf,
+            &otlp::SpanFields {
+                trace_id: &self.cx.trace_id.0,
+                span_id: &self.cx.span_id.0,
+                parent: self.cx.parent.as_ref().map(|p| &p.0),
+                name: &self.name,
+                kind: self.kind,
+                start_unix_nanos: start,
+                end_unix_nanos: nanos(end).max(start),
+                attributes: &[],
+                error: self.error.as_deref(),
+            },
+        );
+        buf
     }
 }
 
