@@ -72,8 +72,9 @@ pub struct Exchange {
     start: Instant,
     started_at: SystemTime,
     method: Method,
-    authority: Option<String>,
-    path: String,
+    /// The request target and `Host`, kept by reference count (no copy of their text).
+    uri: http::Uri,
+    host: Option<HeaderValue>,
     version: Version,
     grpc: bool,
     route: Option<Arc<str>>,
@@ -125,8 +126,12 @@ impl Exchange {
             start,
             started_at,
             method: parts.method.clone(),
-            authority: authority(parts).map(str::to_owned),
-            path: parts.uri.path().to_owned(),
+            uri: parts.uri.clone(),
+            host: if parts.uri.authority().is_some() {
+                None
+            } else {
+                parts.headers.get(http::header::HOST).cloned()
+            },
             version,
             grpc,
             route: None,
@@ -182,6 +187,14 @@ impl Exchange {
         self.body_failed = failed;
     }
 
+    /// The request's authority: the target's, else the `Host` header's.
+    fn authority(&self) -> Option<&str> {
+        self.uri
+            .authority()
+            .map(http::uri::Authority::as_str)
+            .or_else(|| self.host.as_ref().and_then(|h| h.to_str().ok()))
+    }
+
     /// The error type of the whole exchange, if it failed.
     fn error_type(&self) -> Option<Cow<'static, str>> {
         if let Some(r) = self.reason.as_ref().and_then(|r| r.to_str().ok()) {
@@ -224,9 +237,9 @@ impl Exchange {
     }
 
     fn fill(&self, span: &mut Span, error: Option<Cow<'static, str>>) {
-        let host = self.authority.as_deref().map(host_of);
+        let host = self.authority().map(host_of);
         let rpc = if self.grpc {
-            rpc_parts(&self.path)
+            rpc_parts(self.uri.path())
         } else {
             None
         };
@@ -248,7 +261,7 @@ impl Exchange {
             }
         }
         span.set("http.request.method", self.method.as_str());
-        span.set("url.path", &self.path);
+        span.set("url.path", self.uri.path());
         if let Some(h) = host {
             span.set("server.address", h);
         }
@@ -345,8 +358,8 @@ impl Exchange {
                 Direction::Outbound => "outbound",
             },
             method: Some(self.method.as_str()),
-            authority: self.authority.as_deref(),
-            path: Some(&self.path),
+            authority: self.authority(),
+            path: Some(self.uri.path()),
             protocol: match self.version {
                 Version::Http1 => "HTTP/1.1",
                 Version::Http2 => "HTTP/2",
@@ -389,15 +402,6 @@ pub fn incoming_context(headers: &HeaderMap) -> Option<TraceCx> {
         parent: None,
         sampled: p.sampled,
         origin: crate::telemetry::spans::Origin::W3c,
-    })
-}
-
-fn authority(parts: &Parts) -> Option<&str> {
-    parts.uri.authority().map(|a| a.as_str()).or_else(|| {
-        parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
     })
 }
 

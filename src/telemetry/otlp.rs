@@ -102,7 +102,13 @@ const FIXED64: u32 = 1;
 const LEN: u32 = 2;
 const FIXED32: u32 = 5;
 
+#[inline]
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    if v < 0x80 {
+        #[allow(clippy::cast_possible_truncation)]
+        buf.push(v as u8);
+        return;
+    }
     while v >= 0x80 {
         #[allow(clippy::cast_possible_truncation)]
         buf.push((v as u8) | 0x80);
@@ -118,10 +124,12 @@ fn varint_len(v: u64) -> usize {
     bits.div_ceil(7)
 }
 
+#[inline]
 fn put_tag(buf: &mut Vec<u8>, field: u32, wire: u32) {
     put_varint(buf, u64::from(field << 3 | wire));
 }
 
+#[inline]
 fn put_len(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     put_tag(buf, field, LEN);
     put_varint(buf, bytes.len() as u64);
@@ -153,6 +161,8 @@ pub fn put_attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: AttrValue<
         AttrValue::Addr(_) => 0,
     };
     let kv = len_field(key.len()) + len_field(any);
+    // One reservation for the whole field; the pushes below then never reallocate.
+    buf.reserve(len_field(kv));
     put_tag(buf, field, LEN);
     put_varint(buf, kv as u64);
     put_len(buf, 1, key.as_bytes());
