@@ -105,7 +105,8 @@ fn write_lines(rx: &Receiver<Vec<u8>>) {
     }
 }
 
-/// `time` as RFC 3339 in UTC with milliseconds, e.g. `2026-12-02T09:54:53.123Z`.
+/// `time` as RFC 3339 in UTC with milliseconds, e.g. `2026-12-02T09:54:53.123Z`: the one
+/// format the proxy writes times in (access log, `/config_dump`, `/certs`).
 pub fn rfc3339(time: SystemTime) -> String {
     let since = time
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -150,6 +151,7 @@ mod tests {
         assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(at(1_796_204_093, 123), "2026-12-02T09:34:53.123Z");
+        assert_eq!(at(1_796_179_502, 345), "2026-12-02T02:45:02.345Z");
     }
 
     #[test]
