@@ -319,6 +319,12 @@ impl Span {
 mod tests {
     use super::*;
 
+    fn with_traceparent(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", value.parse().unwrap());
+        h
+    }
+
     fn queue() -> (SpanQueue, tokio::sync::mpsc::Receiver<Vec<u8>>) {
         SpanQueue::bounded(8, super::super::export::TraceMetrics::default())
     }
@@ -326,13 +332,7 @@ mod tests {
     #[test]
     fn off_decides_nothing() {
         let t = Tracer::off();
-        let mut h = HeaderMap::new();
-        h.insert(
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-                .parse()
-                .unwrap(),
-        );
+        let h = with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
         assert!(t.begin(&h, Some(1.0)).is_none());
         assert!(t.begin_new(Some(1.0)).is_none());
     }
@@ -341,13 +341,7 @@ mod tests {
     fn incoming_context_is_the_parent_and_its_flag_wins() {
         let (q, _rx) = queue();
         let t = Tracer::new(q, 1.0, "http://collector:4317");
-        let mut h = HeaderMap::new();
-        h.insert(
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
-                .parse()
-                .unwrap(),
-        );
+        let h = with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00");
         let cx = t.begin(&h, Some(1.0)).unwrap();
         assert!(!cx.sampled, "parent-based: the caller's decision wins");
         assert_eq!(
@@ -365,13 +359,7 @@ mod tests {
     fn invalid_traceparent_starts_a_new_trace() {
         let (q, _rx) = queue();
         let t = Tracer::new(q, 0.0, "http://collector:4317");
-        let mut h = HeaderMap::new();
-        h.insert(
-            "traceparent",
-            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"
-                .parse()
-                .unwrap(),
-        );
+        let h = with_traceparent("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01");
         let cx = t.begin(&h, None).unwrap();
         assert_eq!(cx.origin, Origin::New { invalid: true });
         assert!(cx.parent.is_none());
@@ -433,13 +421,7 @@ mod tests {
     fn injection_keeps_tracestate_and_follows_b3() {
         let (q, _rx) = queue();
         let t = Tracer::new(q, 1.0, "http://collector:4317");
-        let mut h = HeaderMap::new();
-        h.insert(
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-                .parse()
-                .unwrap(),
-        );
+        let mut h = with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
         h.insert("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
         let cx = t.begin(&h, None).unwrap();
         cx.inject(&mut h);
