@@ -4,7 +4,8 @@
 # first one too) it runs N1 and N2 requests (HTTP/1.1 or h2c, h2load, upstream nginx) and
 # prints (I(N2) - I(N1)) / (N2 - N1), so start-up cancels out.
 #   bash benches/instructions.sh [BIN ...]      # default: ./target/release/skiff
-# Needs valgrind, nginx and h2load (apt: valgrind nginx-light nghttp2-client).
+# POLICIES=0 leaves the policy row out. Needs valgrind, nginx and h2load
+# (apt: valgrind nginx-light nghttp2-client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bins=("$@")
@@ -54,7 +55,7 @@ per_request() {
 
 printf '| binary | policy | HTTP/1.1 instr/req | h2c instr/req |\n|---|---|---|---|\n'
 for bin in "${bins[@]}"; do
-  for policy in 0 1; do
+  for policy in ${POLICIES:-0 1}; do
     [ $policy = 1 ] && [ "$bin" != "${bins[0]}" ] && continue
     row="| $bin | $policy |"
     for proto in h1 h2c; do

@@ -331,7 +331,7 @@ where
 /// Tracing's per-request cost: the decision and `traceparent` for an unsampled request, and a
 /// sampled request's span with its attributes, finished into the export queue.
 fn tracing_cost(c: &mut Criterion) {
-    let (queue, mut rx) = SpanQueue::bounded(1 << 16, TraceMetrics::default());
+    let (queue, drain) = SpanQueue::bounded(1 << 16, 512, TraceMetrics::default());
     let tracer = Tracer::new(queue, 0.0, "http://127.0.0.1:4317");
     let mut incoming = http::HeaderMap::new();
     incoming.insert(
@@ -376,7 +376,7 @@ fn tracing_cost(c: &mut Criterion) {
                     tracer.finish(span);
                 }
             }
-            while rx.try_recv().is_ok() {}
+            while drain.take(true).is_some() {}
             black_box(h)
         });
     });

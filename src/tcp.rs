@@ -137,7 +137,7 @@ impl Observed {
             Direction::Outbound => done.identity.as_ref(),
         };
         if let Some(mut span) = self.span {
-            span.set_name(format!("tcp {}", cluster.name));
+            span.set_name_joined("tcp", " ", &cluster.name);
             span.set("network.transport", "tcp");
             span.set("skiff.service", &cluster.name);
             if let Some(e) = done.endpoint {

@@ -36,7 +36,7 @@ pub struct Hop {
     pub attempts: u32,
     pub request_id: Option<HeaderValue>,
     /// Each attempt, kept for a sampled request (spans for a retried one).
-    pub attempt_log: Option<Vec<AttemptRecord>>,
+    pub attempt_log: Option<AttemptLog>,
 }
 
 impl Hop {
@@ -45,7 +45,7 @@ impl Hop {
         Hop {
             trace,
             observed,
-            attempt_log: sampled.then(Vec::new),
+            attempt_log: sampled.then(AttemptLog::default),
             ..Hop::default()
         }
     }
@@ -60,6 +60,36 @@ pub struct AttemptRecord {
     pub status: Option<u16>,
     /// The reason token of a failed attempt.
     pub error: Option<&'static str>,
+}
+
+/// The attempts of a sampled request. The first is kept inline: most requests make one, and
+/// then the log allocates nothing.
+#[derive(Default)]
+pub struct AttemptLog {
+    first: Option<AttemptRecord>,
+    more: Vec<AttemptRecord>,
+}
+
+impl AttemptLog {
+    pub fn push(&mut self, attempt: AttemptRecord) {
+        if self.first.is_none() {
+            self.first = Some(attempt);
+        } else {
+            self.more.push(attempt);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn into_records(self) -> impl Iterator<Item = AttemptRecord> {
+        self.first.into_iter().chain(self.more)
+    }
 }
 
 /// A request being observed: boxed, and only made when a span or a log line will be written.
@@ -250,14 +280,10 @@ impl Exchange {
             Direction::Inbound => (None, self.workload.as_ref()),
         };
         match (rpc, named) {
-            (Some((svc, method)), _) => span.set_name(format!("{svc}/{method}")),
+            (Some((svc, method)), _) => span.set_name_joined(svc, "/", method),
             (None, named) => {
                 let what: &str = named.map_or(host.unwrap_or(""), |s| s);
-                let mut name = String::with_capacity(self.method.as_str().len() + 1 + what.len());
-                name.push_str(self.method.as_str());
-                name.push(' ');
-                name.push_str(what);
-                span.set_name(name);
+                span.set_name_joined(self.method.as_str(), " ", what);
             }
         }
         span.set("http.request.method", self.method.as_str());
@@ -313,14 +339,14 @@ impl Exchange {
         }
     }
 
-    fn attempt_spans(&self, hop: &TraceCx, log: Vec<AttemptRecord>) {
+    fn attempt_spans(&self, hop: &TraceCx, log: AttemptLog) {
         let last = log.len();
-        for (i, a) in log.into_iter().enumerate() {
+        for (i, a) in log.into_records().enumerate() {
             let cx = hop.child();
             let Some(mut span) = self.recorder.tracer.span(&cx, SpanKind::Internal, a.start) else {
                 return;
             };
-            span.set_name(format!("attempt {}", a.n));
+            span.set_name(&format!("attempt {}", a.n));
             span.set("skiff.attempt", i64::from(a.n));
             if let Some(e) = a.endpoint {
                 span.set("skiff.endpoint", e);

@@ -1,9 +1,13 @@
-//! Span export: a bounded queue the request path pushes finished (already encoded) spans into
-//! without waiting, and one task on the proxy's runtime that batches them (the `OTEL_BSP_*`
-//! settings) and sends each batch as an OTLP/gRPC `TraceService/Export` call. Owns tracing's
-//! metric families.
+//! Span export: a bounded queue the request path copies finished (already encoded) spans into
+//! without waiting, grouped into batches as they arrive (the `OTEL_BSP_*` settings), and one
+//! task on the proxy's runtime that sends each batch as an OTLP/gRPC `TraceService/Export`
+//! call. Owns tracing's metric families.
 
-use std::time::Duration;
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
@@ -13,7 +17,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{Notify, oneshot},
     task::JoinHandle,
     time::Instant,
 };
@@ -24,12 +28,9 @@ use tonic::{
 };
 use tracing::{debug, info, warn};
 
-use super::otlp::Envelope;
+use super::otlp::{self, Envelope};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-/// One finished span, encoded as an OTLP `Span` message.
-pub type EncodedSpan = Vec<u8>;
 
 /// Where spans go and how they are batched; resolved once at start from `OTEL_*` variables.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,24 +107,127 @@ impl TraceMetrics {
     }
 }
 
-/// The request path's end of the export queue: pushing never waits.
-#[derive(Clone, Debug)]
-pub struct SpanQueue {
-    tx: mpsc::Sender<EncodedSpan>,
+/// Bytes of a typical encoded HTTP span with its attributes, to size a batch's buffer.
+const TYPICAL_SPAN: usize = 512;
+
+/// Spans waiting for export, already grouped into batches of at most `max_batch`.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Oldest first; only the last one may still be filling.
+    batches: VecDeque<Batch>,
+    /// Spans in `batches`.
+    queued: usize,
+}
+
+/// Encoded spans as `ScopeSpans.spans` entries ([`otlp::put_span`]), ready for one request.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub bytes: Vec<u8>,
+    pub spans: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// A batch filled up: the exporter need not wait for its timer.
+    filled: Notify,
+    max_queue: usize,
+    max_batch: usize,
     metrics: TraceMetrics,
 }
 
+impl Shared {
+    /// Nothing panics while the lock is held, so a poisoned lock still holds whole batches.
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The request path's end of the export queue: pushing copies the span under a short lock
+/// (never held across an await) and never waits; the exporter is woken once per full batch,
+/// not per span.
+#[derive(Clone, Debug)]
+pub struct SpanQueue {
+    shared: Arc<Shared>,
+}
+
 impl SpanQueue {
-    pub fn push(&self, span: EncodedSpan) {
-        if self.tx.try_send(span).is_err() {
-            self.metrics.dropped("queue-full", 1);
+    /// Queues one encoded `Span` body; a full queue drops it and counts the drop.
+    pub fn push(&self, span: &[u8]) {
+        let shared = &*self.shared;
+        let filled = {
+            let mut p = shared.lock();
+            if p.queued >= shared.max_queue {
+                drop(p);
+                shared.metrics.dropped("queue-full", 1);
+                return;
+            }
+            let room = p.batches.back().is_some_and(|b| b.spans < shared.max_batch);
+            if !room {
+                // A full batch's worth of typical spans: it seldom grows.
+                let bytes = Vec::with_capacity(shared.max_batch.saturating_mul(TYPICAL_SPAN));
+                p.batches.push_back(Batch { bytes, spans: 0 });
+            }
+            p.queued += 1;
+            let Some(batch) = p.batches.back_mut() else {
+                return;
+            };
+            otlp::put_span(&mut batch.bytes, span);
+            batch.spans += 1;
+            batch.spans == shared.max_batch
+        };
+        if filled {
+            shared.filled.notify_one();
         }
     }
 
-    /// A queue of `cap` spans and its receiving end (the batch task's, or a benchmark's).
-    pub fn bounded(cap: usize, metrics: TraceMetrics) -> (SpanQueue, mpsc::Receiver<EncodedSpan>) {
-        let (tx, rx) = mpsc::channel(cap.max(1));
-        (SpanQueue { tx, metrics }, rx)
+    /// A queue holding at most `cap` spans in batches of `max_batch`, and its exporting end
+    /// (the batch task's, or a test's or benchmark's).
+    pub fn bounded(cap: usize, max_batch: usize, metrics: TraceMetrics) -> (SpanQueue, Drain) {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            filled: Notify::new(),
+            max_queue: cap.max(1),
+            max_batch: max_batch.clamp(1, cap.max(1)),
+            metrics,
+        });
+        (
+            SpanQueue {
+                shared: shared.clone(),
+            },
+            Drain { shared },
+        )
+    }
+}
+
+/// The exporting end of a [`SpanQueue`].
+#[derive(Debug)]
+pub struct Drain {
+    shared: Arc<Shared>,
+}
+
+impl Drain {
+    /// The oldest batch: only a full one unless `any`.
+    pub fn take(&self, any: bool) -> Option<Batch> {
+        let mut p = self.shared.lock();
+        let front = p.batches.front()?;
+        if !any && front.spans < self.shared.max_batch {
+            return None;
+        }
+        let batch = p.batches.pop_front()?;
+        p.queued -= batch.spans;
+        Some(batch)
+    }
+
+    /// Spans in a full batch.
+    pub fn batch_size(&self) -> usize {
+        self.shared.max_batch
+    }
+
+    /// Resolves once a batch has filled since the last call (a fill while nobody waited
+    /// counts).
+    pub async fn filled(&self) {
+        self.shared.filled.notified().await;
     }
 }
 
@@ -158,18 +262,18 @@ pub fn start(
         .tcp_nodelay(true)
         .connect_lazy();
     let envelope = Envelope::new(&settings.resource, "skiff", env!("CARGO_PKG_VERSION"));
-    let (queue, rx) = SpanQueue::bounded(settings.max_queue, metrics.clone());
+    let (queue, drain) =
+        SpanQueue::bounded(settings.max_queue, settings.max_batch, metrics.clone());
     let (stop_tx, stop_rx) = oneshot::channel();
     let batcher = Batcher {
         client: tonic::client::Grpc::new(channel),
         envelope,
-        max_batch: settings.max_batch.clamp(1, settings.max_queue.max(1)),
         delay: settings.schedule_delay,
         export_timeout: settings.export_timeout,
         metrics,
         failing: false,
     };
-    let task = tokio::spawn(batcher.run(rx, stop_rx));
+    let task = tokio::spawn(batcher.run(drain, stop_rx));
     Ok((
         queue,
         ExportHandle {
@@ -182,7 +286,6 @@ pub fn start(
 struct Batcher {
     client: tonic::client::Grpc<Channel>,
     envelope: Envelope,
-    max_batch: usize,
     delay: Duration,
     export_timeout: Duration,
     metrics: TraceMetrics,
@@ -191,48 +294,37 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn run(mut self, mut rx: mpsc::Receiver<EncodedSpan>, mut stop: oneshot::Receiver<()>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
+    async fn run(mut self, drain: Drain, mut stop: oneshot::Receiver<()>) {
         let mut due = Instant::now() + self.delay;
         loop {
-            let room = self.max_batch - batch.len();
-            tokio::select! {
+            let mut any = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                n = rx.recv_many(&mut batch, room) => {
-                    if n == 0 {
-                        break;
-                    }
-                    if batch.len() >= self.max_batch {
-                        self.export(&mut batch).await;
-                        due = Instant::now() + self.delay;
-                    }
-                }
+                () = drain.filled() => false,
                 () = tokio::time::sleep_until(due) => {
-                    if !batch.is_empty() {
-                        self.export(&mut batch).await;
-                    }
                     due = Instant::now() + self.delay;
+                    true
                 }
+            };
+            // Full batches at once; on the timer, the one still filling too, once (spans
+            // that arrive during the export wait for the next round).
+            while let Some(batch) = drain.take(any) {
+                any &= batch.spans == drain.batch_size();
+                self.export(batch).await;
             }
         }
         // Shutting down: what is queued goes out once more.
-        rx.close();
-        while let Some(span) = rx.recv().await {
-            batch.push(span);
-            if batch.len() >= self.max_batch {
-                self.export(&mut batch).await;
-            }
-        }
-        if !batch.is_empty() {
-            self.export(&mut batch).await;
+        while let Some(batch) = drain.take(true) {
+            self.export(batch).await;
         }
     }
 
-    async fn export(&mut self, batch: &mut Vec<EncodedSpan>) {
-        let n = batch.len();
-        let request = Bytes::from(self.envelope.request(batch));
-        batch.clear();
+    async fn export(&mut self, batch: Batch) {
+        let n = batch.spans;
+        let request = Payload {
+            head: self.envelope.head(batch.bytes.len()),
+            spans: batch.bytes,
+        };
         let error = match tokio::time::timeout(self.export_timeout, self.send(request)).await {
             Ok(Ok(())) => {
                 self.metrics.exported.inc_by(n as u64);
@@ -257,7 +349,7 @@ impl Batcher {
 
     /// One `Export` call. The answer's partial-success details are not read: a collector
     /// that rejects spans says so in its own logs.
-    async fn send(&mut self, request: Bytes) -> Result<(), Status> {
+    async fn send(&mut self, request: Payload) -> Result<(), Status> {
         self.client
             .ready()
             .await
@@ -278,12 +370,18 @@ impl Batcher {
     }
 }
 
+/// An export request already encoded: its head and its batch of spans.
+struct Payload {
+    head: Vec<u8>,
+    spans: Vec<u8>,
+}
+
 /// Messages already encoded: sent as they are, answers kept as bytes.
 #[derive(Clone, Copy, Debug, Default)]
 struct RawCodec;
 
 impl Codec for RawCodec {
-    type Encode = Bytes;
+    type Encode = Payload;
     type Decode = Bytes;
     type Encoder = RawCodec;
     type Decoder = RawCodec;
@@ -298,11 +396,12 @@ impl Codec for RawCodec {
 }
 
 impl Encoder for RawCodec {
-    type Item = Bytes;
+    type Item = Payload;
     type Error = Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
+    fn encode(&mut self, item: Payload, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item.head);
+        dst.put_slice(&item.spans);
         Ok(())
     }
 }
@@ -314,5 +413,61 @@ impl Decoder for RawCodec {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         let n = src.remaining();
         Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(m: &TraceMetrics) -> String {
+        let mut reg = Registry::default();
+        reg.register("d", "", m.dropped.clone());
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        out
+    }
+
+    #[test]
+    fn spans_are_grouped_into_batches_and_the_queue_is_bounded() {
+        let metrics = TraceMetrics::default();
+        let (q, drain) = SpanQueue::bounded(5, 2, metrics.clone());
+        for i in 0..7u8 {
+            q.push(&[i; 3]);
+        }
+        assert!(
+            scrape(&metrics).contains(r#"d_total{reason="queue-full"} 2"#),
+            "two spans beyond the five queued are dropped and counted"
+        );
+        // Two full batches, then the one still filling only when asked for.
+        for expect in [[0u8, 1], [2, 3]] {
+            let b = drain.take(false).unwrap();
+            assert_eq!(b.spans, 2);
+            let mut want = Vec::new();
+            for i in expect {
+                otlp::put_span(&mut want, &[i; 3]);
+            }
+            assert_eq!(b.bytes, want);
+        }
+        assert!(drain.take(false).is_none(), "the last batch is not full");
+        let last = drain.take(true).unwrap();
+        assert_eq!(last.spans, 1);
+        assert!(drain.take(true).is_none());
+        // Taken batches free their room: the queue takes spans again.
+        q.push(&[9]);
+        assert_eq!(drain.take(true).unwrap().spans, 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_wakes_the_exporter_once() {
+        let (q, drain) = SpanQueue::bounded(100, 3, TraceMetrics::default());
+        q.push(&[1]);
+        q.push(&[2]);
+        let early = tokio::time::timeout(Duration::from_millis(20), drain.filled()).await;
+        assert!(early.is_err(), "no wake before the batch is full");
+        q.push(&[3]);
+        // The fill happened while nobody waited: the next wait returns at once.
+        drain.filled().await;
+        assert_eq!(drain.take(false).unwrap().spans, 3);
     }
 }

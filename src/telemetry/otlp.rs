@@ -27,44 +27,45 @@ impl From<std::net::SocketAddr> for AttrValue<'_> {
 }
 
 /// `ip:port` into `buf`, without the formatting machinery for the common IPv4 case.
-pub fn addr_text(addr: std::net::SocketAddr, buf: &mut [u8; 64]) -> &str {
-    fn digits(out: &mut [u8], at: &mut usize, mut n: u32) {
-        let start = *at;
-        loop {
-            #[allow(clippy::cast_possible_truncation)]
-            {
-                out[*at] = b'0' + (n % 10) as u8;
-            }
-            *at += 1;
+pub fn addr_text(addr: std::net::SocketAddr, buf: &mut [u8; 64]) -> &[u8] {
+    /// The decimal digits of `n` at `buf[at..]`, without leading zeros; returns the new end.
+    #[allow(clippy::cast_possible_truncation)]
+    fn decimal(buf: &mut [u8; 64], at: usize, n: u16) -> usize {
+        let digits = match n {
+            0..=9 => 1,
+            10..=99 => 2,
+            100..=999 => 3,
+            1000..=9999 => 4,
+            _ => 5,
+        };
+        let mut n = n;
+        for i in (at..at + digits).rev() {
+            buf[i] = b'0' + (n % 10) as u8;
             n /= 10;
-            if n == 0 {
-                break;
-            }
         }
-        out[start..*at].reverse();
+        at + digits
     }
-    let mut at = 0;
-    match addr {
+    let at = match addr {
         std::net::SocketAddr::V4(a) => {
-            for (i, o) in a.ip().octets().iter().enumerate() {
+            let mut at = 0;
+            for (i, o) in a.ip().octets().into_iter().enumerate() {
                 if i > 0 {
                     buf[at] = b'.';
                     at += 1;
                 }
-                digits(buf, &mut at, u32::from(*o));
+                at = decimal(buf, at, u16::from(o));
             }
             buf[at] = b':';
-            at += 1;
-            digits(buf, &mut at, u32::from(a.port()));
+            decimal(buf, at + 1, a.port())
         }
         std::net::SocketAddr::V6(_) => {
             use std::io::Write;
             let mut w = &mut buf[..];
             let _ = write!(w, "{addr}");
-            at = 64 - w.len();
+            64 - w.len()
         }
-    }
-    std::str::from_utf8(&buf[..at]).unwrap_or("")
+    };
+    &buf[..at]
 }
 
 impl<'a> From<&'a str> for AttrValue<'a> {
@@ -118,10 +119,17 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+#[inline]
 fn varint_len(v: u64) -> usize {
-    // 1 byte per 7 bits, at least one.
-    let bits = 64 - (v | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    // Attribute and span lengths are almost always below 2^14.
+    if v < 1 << 7 {
+        1
+    } else if v < 1 << 14 {
+        2
+    } else {
+        // 1 byte per 7 bits.
+        (64 - v.leading_zeros() as usize).div_ceil(7)
+    }
 }
 
 #[inline]
@@ -142,45 +150,95 @@ fn put_fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
 }
 
 /// Length of a field `tag + length + body` with a one-byte tag (every field here is < 16).
+#[inline]
 fn len_field(body: usize) -> usize {
     1 + varint_len(body as u64) + body
 }
 
 /// A `KeyValue` as field `field` of the enclosing message (spans: 9; resources: 1).
 pub fn put_attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: AttrValue<'_>) {
-    let mut text = [0u8; 64];
-    let value = match value {
-        AttrValue::Addr(a) => AttrValue::Str(addr_text(a, &mut text)),
-        v => v,
-    };
-    let any = match value {
-        AttrValue::Str(s) => len_field(s.len()),
-        #[allow(clippy::cast_sign_loss)]
-        AttrValue::Int(n) => 1 + varint_len(n as u64),
-        AttrValue::Bool(_) => 2,
-        AttrValue::Addr(_) => 0,
-    };
+    match value {
+        AttrValue::Str(s) => put_str_attribute(buf, field, key.as_bytes(), s.as_bytes()),
+        AttrValue::Addr(a) => {
+            let mut text = [0u8; 64];
+            put_str_attribute(buf, field, key.as_bytes(), addr_text(a, &mut text));
+        }
+        AttrValue::Int(n) => {
+            // AnyValue.int_value (3), a varint of the two's complement.
+            #[allow(clippy::cast_sign_loss)]
+            let n = n as u64;
+            let any = 1 + varint_len(n);
+            put_kv_head(buf, field, key, any);
+            put_tag(buf, 3, VARINT);
+            put_varint(buf, n);
+        }
+        AttrValue::Bool(b) => {
+            // AnyValue.bool_value (2).
+            put_kv_head(buf, field, key, 2);
+            buf.extend_from_slice(&[2 << 3 | VARINT as u8, u8::from(b)]);
+        }
+    }
+}
+
+/// A string-valued `KeyValue`: the common case, written with one reservation and no
+/// per-byte pushes for lengths below 128.
+#[inline]
+fn put_str_attribute(buf: &mut Vec<u8>, field: u32, key: &[u8], value: &[u8]) {
+    let any = len_field(value.len());
     let kv = len_field(key.len()) + len_field(any);
-    // One reservation for the whole field; the pushes below then never reallocate.
+    if kv < 128 {
+        // Every length fits one byte: the heads are written as two small slices.
+        buf.reserve(2 + kv);
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            buf.extend_from_slice(&[(field << 3 | LEN) as u8, kv as u8, 1 << 3 | LEN as u8]);
+            buf.push(key.len() as u8);
+            buf.extend_from_slice(key);
+            buf.extend_from_slice(&[
+                2 << 3 | LEN as u8,
+                any as u8,
+                1 << 3 | LEN as u8,
+                value.len() as u8,
+            ]);
+        }
+        buf.extend_from_slice(value);
+        return;
+    }
+    buf.reserve(len_field(kv));
+    put_tag(buf, field, LEN);
+    put_varint(buf, kv as u64);
+    put_len(buf, 1, key);
+    put_tag(buf, 2, LEN);
+    put_varint(buf, any as u64);
+    put_len(buf, 1, value);
+}
+
+/// The head of a `KeyValue` whose `AnyValue` body (`any` bytes) the caller writes next.
+fn put_kv_head(buf: &mut Vec<u8>, field: u32, key: &str, any: usize) {
+    let kv = len_field(key.len()) + len_field(any);
     buf.reserve(len_field(kv));
     put_tag(buf, field, LEN);
     put_varint(buf, kv as u64);
     put_len(buf, 1, key.as_bytes());
     put_tag(buf, 2, LEN);
     put_varint(buf, any as u64);
-    match value {
-        AttrValue::Str(s) => put_len(buf, 1, s.as_bytes()),
-        AttrValue::Int(n) => {
-            put_tag(buf, 3, VARINT);
-            #[allow(clippy::cast_sign_loss)]
-            put_varint(buf, n as u64);
-        }
-        AttrValue::Bool(b) => {
-            put_tag(buf, 2, VARINT);
-            buf.push(u8::from(b));
-        }
-        AttrValue::Addr(_) => {}
+}
+
+/// The span's name (field 5) made of `parts`, written without joining them first.
+pub fn put_name(buf: &mut Vec<u8>, parts: &[&str]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    buf.reserve(len_field(len));
+    put_tag(buf, 5, LEN);
+    put_varint(buf, len as u64);
+    for p in parts {
+        buf.extend_from_slice(p.as_bytes());
     }
+}
+
+/// Appends `span` (an encoded `Span` body) as one entry of `ScopeSpans.spans`: what a batch
+/// is made of ([`Envelope::head`]).
+pub fn put_span(buf: &mut Vec<u8>, span: &[u8]) {
+    put_len(buf, 2, span);
 }
 
 /// What a finished span is made of.
@@ -188,6 +246,7 @@ pub struct SpanFields<'a> {
     pub trace_id: &'a [u8; 16],
     pub span_id: &'a [u8; 8],
     pub parent: Option<&'a [u8; 8]>,
+    /// Empty: not written here (a span that wrote it with [`put_name`] already).
     pub name: &'a str,
     pub kind: Kind,
     pub start_unix_nanos: u64,
@@ -216,7 +275,9 @@ pub fn finish_span(buf: &mut Vec<u8>, f: &SpanFields<'_>) {
     if let Some(p) = f.parent {
         put_len(buf, 4, p);
     }
-    put_len(buf, 5, f.name.as_bytes());
+    if !f.name.is_empty() {
+        put_len(buf, 5, f.name.as_bytes());
+    }
     put_tag(buf, 6, VARINT);
     put_varint(buf, f.kind as u64);
     put_fixed64(buf, 7, f.start_unix_nanos);
@@ -269,21 +330,19 @@ impl Envelope {
         }
     }
 
-    /// One `ExportTraceServiceRequest` carrying `spans` (each an encoded `Span` body).
-    pub fn request(&self, spans: &[Vec<u8>]) -> Vec<u8> {
-        let scope_spans =
-            self.scope.len() + spans.iter().map(|s| len_field(s.len())).sum::<usize>();
+    /// The start of one `ExportTraceServiceRequest` whose `ScopeSpans.spans` entries (as
+    /// [`put_span`] writes them, `spans_len` bytes) follow it: a request is this head and
+    /// the batch's bytes, sent one after the other without joining them first.
+    pub fn head(&self, spans_len: usize) -> Vec<u8> {
+        let scope_spans = self.scope.len() + spans_len;
         let resource_spans = self.resource.len() + len_field(scope_spans);
-        let mut buf = Vec::with_capacity(len_field(resource_spans));
+        let mut buf = Vec::with_capacity(len_field(resource_spans) - spans_len);
         put_tag(&mut buf, 1, LEN);
         put_varint(&mut buf, resource_spans as u64);
         buf.extend_from_slice(&self.resource);
         put_tag(&mut buf, 2, LEN);
         put_varint(&mut buf, scope_spans as u64);
         buf.extend_from_slice(&self.scope);
-        for s in spans {
-            put_len(&mut buf, 2, s);
-        }
         buf
     }
 }
@@ -306,10 +365,37 @@ mod tests {
             "127.0.0.1:9080",
             "0.0.0.0:0",
             "255.255.255.255:65535",
+            "10.100.9.99:1000",
+            "1.20.0.255:9999",
             "[::1]:80",
+            "[2001:db8::ffff:1]:65535",
         ] {
             let addr: std::net::SocketAddr = a.parse().unwrap();
-            assert_eq!(addr_text(addr, &mut b), a);
+            assert_eq!(addr_text(addr, &mut b), a.as_bytes());
+        }
+    }
+
+    #[test]
+    fn attributes_and_names_decode_on_both_sides_of_one_byte_lengths() {
+        use opentelemetry_proto::tonic::common::v1::KeyValue;
+        for key_len in [1, 60, 63, 64, 127, 128, 300] {
+            for value_len in [0, 1, 58, 59, 60, 61, 127, 128, 20_000] {
+                let key = "k".repeat(key_len);
+                let value = "v".repeat(value_len);
+                let mut buf = Vec::new();
+                put_name(&mut buf, &["GET", " ", &value]);
+                put_attribute(&mut buf, 9, &key, value.as_str().into());
+                let span = Span::decode(buf.as_slice()).expect("decodes");
+                assert_eq!(span.name, format!("GET {value}"));
+                let KeyValue {
+                    key: k, value: v, ..
+                } = &span.attributes[0];
+                assert_eq!((k.len(), k.as_str()), (key_len, key.as_str()));
+                assert_eq!(
+                    v.as_ref().unwrap().value,
+                    Some(Value::StringValue(value.clone()))
+                );
+            }
         }
     }
 
@@ -366,8 +452,12 @@ mod tests {
             "skiff",
             "0.1.0",
         );
-        let req = ExportTraceServiceRequest::decode(env.request(&[span, root]).as_slice())
-            .expect("decodes");
+        let mut spans = Vec::new();
+        put_span(&mut spans, &span);
+        put_span(&mut spans, &root);
+        let mut request = env.head(spans.len());
+        request.extend_from_slice(&spans);
+        let req = ExportTraceServiceRequest::decode(request.as_slice()).expect("decodes");
         let rs = &req.resource_spans[0];
         let res = rs.resource.as_ref().unwrap();
         assert_eq!(

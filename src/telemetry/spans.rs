@@ -2,7 +2,7 @@
 //! the trace context a hop forwards, and the span record a sampled hop fills and hands to the
 //! exporter's queue. An unsampled request costs a decision and an id, never a span.
 
-use std::{borrow::Cow, time::SystemTime};
+use std::{borrow::Cow, cell::RefCell, time::SystemTime};
 
 use http::{HeaderMap, HeaderValue};
 use rand::RngExt;
@@ -184,9 +184,8 @@ impl Tracer {
         (cx.sampled && self.queue.is_some()).then(|| Span {
             cx: *cx,
             kind,
-            name: Cow::Borrowed(""),
             start,
-            attributes: Vec::with_capacity(512),
+            buf: spare_buffer(),
             error: None,
         })
     }
@@ -198,7 +197,9 @@ impl Tracer {
 
     pub fn finish_at(&self, span: Span, end: SystemTime) {
         if let Some(q) = &self.queue {
-            q.push(span.encode(end));
+            let buf = span.encode(end);
+            q.push(&buf);
+            recycle_buffer(buf);
         }
     }
 }
@@ -258,25 +259,63 @@ pub fn new_span_id() -> SpanId {
     }
 }
 
-/// A sampled hop's span while it is open: attributes are encoded as they are added.
+thread_local! {
+    /// Span buffers of finished spans (their bytes already copied into the export queue),
+    /// reused by the next spans on this thread instead of allocating.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per thread; a span's is ~400 bytes.
+const SPARE_PER_THREAD: usize = 64;
+/// A buffer grown beyond this (an unusually large span) is freed, not kept.
+const SPARE_MAX_CAPACITY: usize = 4096;
+
+fn spare_buffer() -> Vec<u8> {
+    SPARE
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(512))
+}
+
+fn recycle_buffer(mut buf: Vec<u8>) {
+    if buf.capacity() > SPARE_MAX_CAPACITY {
+        return;
+    }
+    buf.clear();
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_PER_THREAD {
+            s.push(buf);
+        }
+    });
+}
+
+/// A sampled hop's span while it is open: its name and attributes are encoded as they are
+/// set, the rest of its fields when it ends.
 pub struct Span {
     pub cx: TraceCx,
     kind: SpanKind,
-    name: Cow<'static, str>,
     start: SystemTime,
-    /// Attributes as OTLP `KeyValue` fields, ready to be copied into the span.
-    attributes: Vec<u8>,
+    /// The OTLP `Span` message being written (protobuf fields may come in any order).
+    buf: Vec<u8>,
     /// Set: the span ends in error with this description.
     error: Option<Cow<'static, str>>,
 }
 
 impl Span {
-    pub fn set_name(&mut self, name: impl Into<Cow<'static, str>>) {
-        self.name = name.into();
+    /// Names the span; set it once.
+    pub fn set_name(&mut self, name: &str) {
+        otlp::put_name(&mut self.buf, &[name]);
+    }
+
+    /// Names the span `first` `sep` `second`, without joining them into a string first.
+    pub fn set_name_joined(&mut self, first: &str, sep: &str, second: &str) {
+        otlp::put_name(&mut self.buf, &[first, sep, second]);
     }
 
     pub fn set<'a>(&mut self, key: &str, value: impl Into<AttrValue<'a>>) {
-        otlp::put_attribute(&mut self.attributes, 9, key, value.into());
+        otlp::put_attribute(&mut self.buf, 9, key, value.into());
     }
 
     /// Marks the span failed: `error.type` (once) and an error status.
@@ -288,22 +327,22 @@ impl Span {
         }
     }
 
-    /// The span as an OTLP `Span` message, ended at `end`: its fields appended to the
-    /// attributes already written.
+    /// The span as an OTLP `Span` message, ended at `end`: its fields appended to the name
+    /// and attributes already written.
     fn encode(self, end: SystemTime) -> Vec<u8> {
         let nanos = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         };
         let start = nanos(self.start);
-        let mut buf = self.attributes;
+        let mut buf = self.buf;
         otlp::finish_span(
             &mut buf,
             &otlp::SpanFields {
                 trace_id: &self.cx.trace_id.0,
                 span_id: &self.cx.span_id.0,
                 parent: self.cx.parent.as_ref().map(|p| &p.0),
-                name: &self.name,
+                name: "",
                 kind: self.kind,
                 start_unix_nanos: start,
                 end_unix_nanos: nanos(end).max(start),
@@ -318,6 +357,7 @@ impl Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::export::Drain;
 
     fn with_traceparent(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -325,8 +365,8 @@ mod tests {
         h
     }
 
-    fn queue() -> (SpanQueue, tokio::sync::mpsc::Receiver<Vec<u8>>) {
-        SpanQueue::bounded(8, super::super::export::TraceMetrics::default())
+    fn queue() -> (SpanQueue, Drain) {
+        SpanQueue::bounded(8, 8, super::super::export::TraceMetrics::default())
     }
 
     #[test]
@@ -390,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_finished_span_carries_its_context_and_error() {
-        let (q, mut rx) = queue();
+        let (q, drain) = queue();
         let t = Tracer::new(q, 1.0, "http://collector:4317");
         let cx = t.begin_new(None).unwrap();
         let mut span = t.span(&cx, SpanKind::Client, SystemTime::now()).unwrap();
@@ -399,11 +439,14 @@ mod tests {
         span.fail("timeout");
         span.fail("ignored");
         t.finish(span);
-        let bytes = rx.try_recv().unwrap();
-        let data = <opentelemetry_proto::tonic::trace::v1::Span as prost::Message>::decode(
-            bytes.as_slice(),
+        let batch = drain.take(true).unwrap();
+        assert_eq!(batch.spans, 1);
+        let spans = <opentelemetry_proto::tonic::trace::v1::ScopeSpans as prost::Message>::decode(
+            batch.bytes.as_slice(),
         )
-        .unwrap();
+        .unwrap()
+        .spans;
+        let data = spans.into_iter().next().unwrap();
         assert_eq!(data.name, "GET reviews");
         assert_eq!(data.trace_id, cx.trace_id.0.to_vec());
         assert_eq!(data.kind, SpanKind::Client as i32);
