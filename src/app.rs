@@ -28,7 +28,7 @@ use crate::{
         spans::Tracer,
     },
     tls::{self, MeshTls, TlsMetrics, certify::CertifyConfig},
-    xds_client::{self, XdsConfig},
+    xds_client::{self, XdsConfig, XdsMetrics},
 };
 
 const DEFAULT_INBOUND: SocketAddr =
@@ -199,6 +199,7 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         warn!("{w}");
     }
     let trace_metrics = TraceMetrics::register(metrics.registry_mut());
+    let xds_metrics = XdsMetrics::register(metrics.registry_mut());
     let (tracer, exporting) = match &trace.export {
         Some(e) => match export::start(e, trace_metrics) {
             Ok((queue, handle)) => {
@@ -290,7 +291,7 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
         state.await_first_config();
         info!(url = %cfg.url, workload = %cfg.workload, namespace = %cfg.namespace, "waiting for the first config from the control plane");
         let (applied_tx, mut applied_rx) = watch::channel(false);
-        tokio::spawn(xds_client::run(cfg, state.clone(), applied_tx));
+        tokio::spawn(xds_client::run(cfg, state.clone(), xds_metrics, applied_tx));
         // The inbound listener's address may come with the workload, so listeners wait.
         loop {
             tokio::select! {

@@ -9,15 +9,47 @@ use std::{
     time::Duration,
 };
 
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
-
-use crate::telemetry::{LookupResult, Metrics};
 
 /// Lookups one proxy keeps at once (pending, found or missing). An app that addresses more
 /// distinct unknown hosts gets 503 `unknown-service` for the rest without a subscription.
 const MAX_LOOKUPS: usize = 10_000;
+
+/// `skiff_xds_lookups{result}`: how each request that waited for a lookup fared.
+#[derive(Clone, Debug, Default)]
+pub struct LookupMetrics {
+    lookups: Family<LookupLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    /// `found`, `missing`, or `timeout` (no answer within `--xds-fetch-timeout`).
+    result: &'static str,
+}
+
+impl LookupMetrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = LookupMetrics::default();
+        reg.register(
+            "skiff_xds_lookups",
+            "Requests that waited for a service fetched on demand, by outcome",
+            m.lookups.clone(),
+        );
+        m
+    }
+
+    /// The counters of found, missing and timed-out lookups.
+    fn outcomes(&self) -> [Counter; 3] {
+        ["found", "missing", "timeout"]
+            .map(|result| self.lookups.get_or_create_owned(&LookupLabels { result }))
+    }
+}
 
 /// What the control plane said about one alias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -50,19 +82,17 @@ pub struct OnDemand {
 
 impl OnDemand {
     /// The handle and the receiving end of new aliases, for the xDS client.
-    pub fn new(timeout: Duration, metrics: &Metrics) -> (Arc<OnDemand>, mpsc::Receiver<String>) {
+    pub fn new(
+        timeout: Duration,
+        metrics: &LookupMetrics,
+    ) -> (Arc<OnDemand>, mpsc::Receiver<String>) {
         let (wanted, rx) = mpsc::channel(1024);
         let od = OnDemand {
             wanted,
             lookups: Mutex::new(HashMap::new()),
             answered: watch::Sender::new(0),
             timeout,
-            outcomes: [
-                LookupResult::Found,
-                LookupResult::Missing,
-                LookupResult::Timeout,
-            ]
-            .map(|r| metrics.lookup(r)),
+            outcomes: metrics.outcomes(),
         };
         (Arc::new(od), rx)
     }
@@ -211,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_returns_when_answered_or_timed_out() {
-        let (od, mut rx) = OnDemand::new(Duration::from_secs(30), &Metrics::new());
+        let (od, mut rx) = OnDemand::new(Duration::from_secs(30), &LookupMetrics::default());
         let keys = vec!["host:a".to_owned()];
         let waiter = {
             let od = od.clone();
@@ -226,14 +256,14 @@ mod tests {
         od.fetch(&keys).await;
         assert!(rx.try_recv().is_err());
 
-        let (od, _rx) = OnDemand::new(Duration::from_millis(10), &Metrics::new());
+        let (od, _rx) = OnDemand::new(Duration::from_millis(10), &LookupMetrics::default());
         od.fetch(&["host:b".to_owned()]).await;
         assert_eq!(od.pending(), ["host:b"]);
     }
 
     #[test]
     fn unused_missing_lookups_are_swept() {
-        let (od, _rx) = OnDemand::new(Duration::from_secs(1), &Metrics::new());
+        let (od, _rx) = OnDemand::new(Duration::from_secs(1), &LookupMetrics::default());
         assert!(od.ask(&["host:a".to_owned(), "host:b".to_owned()]));
         od.answer("host:a", Answer::Missing);
         od.answer("host:b", Answer::Found);

@@ -39,21 +39,6 @@ label_values!(DetectOutcome {
 });
 label_values!(ReloadResult { Ok => "ok", Failed => "failed" });
 label_values!(Io { Read => "read", Write => "write" });
-label_values!(LookupResult { Found => "found", Missing => "missing", Timeout => "timeout" });
-
-/// How an on-demand lookup ended for the request that waited on it.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum LookupResult {
-    Found,
-    Missing,
-    /// No answer within `--xds-fetch-timeout`.
-    Timeout,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LookupLabels {
-    result: LookupResult,
-}
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
@@ -146,11 +131,6 @@ pub struct Metrics {
     tcp_passthrough: Family<DirectionLabels, Counter>,
     detect: Family<OutcomeLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
-    lookups: Family<LookupLabels, Counter>,
-    /// xDS mode: 1 while the discovery stream is open.
-    pub xds_connected: Gauge,
-    /// xDS mode: services held (fetched on demand, and what they route to).
-    pub xds_services: Gauge,
 }
 
 impl Metrics {
@@ -168,9 +148,6 @@ impl Metrics {
         let tcp_passthrough = Family::<DirectionLabels, Counter>::default();
         let detect = Family::<OutcomeLabels, Counter>::default();
         let reloads = Family::<ResultLabels, Counter>::default();
-        let lookups = Family::<LookupLabels, Counter>::default();
-        let xds_connected = Gauge::default();
-        let xds_services = Gauge::default();
         registry.register(
             "skiff_build",
             "Skiff build information",
@@ -224,26 +201,8 @@ impl Metrics {
             "Config loads and reloads",
             reloads.clone(),
         );
-        registry.register(
-            "skiff_xds_lookups",
-            "Requests that waited for a service fetched on demand, by outcome",
-            lookups.clone(),
-        );
-        registry.register(
-            "skiff_xds_connected",
-            "1 while the discovery stream to the control plane is open",
-            xds_connected.clone(),
-        );
-        registry.register(
-            "skiff_xds_services",
-            "Services held from the control plane",
-            xds_services.clone(),
-        );
         Metrics {
             registry,
-            lookups,
-            xds_connected,
-            xds_services,
             requests,
             responses,
             duration,
@@ -309,10 +268,6 @@ impl Metrics {
             unrouted: self.tcp_unrouted.get_or_create_owned(&d),
             passthrough: self.tcp_passthrough.get_or_create_owned(&d),
         }
-    }
-
-    pub fn lookup(&self, result: LookupResult) -> Counter {
-        self.lookups.get_or_create_owned(&LookupLabels { result })
     }
 
     pub fn detect(&self, outcome: DetectOutcome) -> Counter {

@@ -12,8 +12,7 @@ pub mod trace_context;
 
 pub use logging::{LogControl, init_logging};
 pub use metrics::{
-    DetectOutcome, DetectStats, Direction, LookupResult, Metrics, ReloadResult, RouteStats,
-    TcpStats,
+    DetectOutcome, DetectStats, Direction, Metrics, ReloadResult, RouteStats, TcpStats,
 };
 
 /// What requests leave behind for operators besides metrics: spans and access-log lines.
