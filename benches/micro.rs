@@ -143,14 +143,15 @@ impl Attempt for Answer200<'_> {
     type Error = ResilienceError;
 
     async fn attempt(&mut self, cx: AttemptCx) -> Outcome<(), ResilienceError> {
-        let pick = self.0.endpoints.pick(cx.tried).expect("an endpoint");
+        let members = self.0.members();
+        let pick = members.endpoints.pick(cx.tried).expect("an endpoint");
         // As the HTTP attempt does: the send runs under the per-try deadline's timer.
         let send = async { 200 };
         let status = match cx.deadline {
             Some(d) => tokio::time::timeout_at(d, send).await.unwrap_or(504),
             None => send.await,
         };
-        self.0.observe(&pick, Observed::Status(status));
+        self.0.observe(&members, &pick, Observed::Status(status));
         Outcome::Response(Reply {
             rsp: (),
             status,

@@ -248,15 +248,16 @@ fn config_dump(state: &State) -> Value {
         .services
         .iter()
         .map(|s| {
+            let members = s.cluster.members();
             let mut svc = json!({
                 "name": &*s.name,
                 "namespace": &*s.namespace,
                 "hosts": &s.hosts,
                 "addresses": s.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "protocol": s.protocol,
-                "loadBalancer": s.cluster.endpoints.kind(),
+                "loadBalancer": members.endpoints.kind(),
                 "routes": s.routes.routes().iter().map(route_json).collect::<Vec<_>>(),
-                "endpoints": s.cluster.endpoints.endpoints().iter().map(|e| endpoint_json(e)).collect::<Vec<_>>(),
+                "endpoints": members.endpoints.endpoints().iter().map(|e| endpoint_json(e)).collect::<Vec<_>>(),
             });
             if let (Some(obj), Value::Object(extra)) = (svc.as_object_mut(), cluster_json(&s.cluster)) {
                 obj.extend(extra);
@@ -273,7 +274,7 @@ fn config_dump(state: &State) -> Value {
         })
     });
     json!({
-        "version": &*snap.version,
+        "version": &*snap.version(),
         "listeners": bound.map(|b| json!({
             "admin": b.admin.to_string(), "outbound": b.outbound_list(), "inbound": b.inbound_list(),
         })),

@@ -139,7 +139,7 @@ impl StaticSource {
             Some(&prev),
         ) {
             Ok(next) => {
-                info!(version = %next.version, "config reloaded");
+                info!(version = %next.version(), "config reloaded");
                 state.install(next);
                 state.metrics.reload(ReloadResult::Ok);
             }
@@ -337,7 +337,7 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
     };
     state.set_listening(bound.clone());
     info!(
-        version = %state.snapshot().version,
+        version = %state.snapshot().version(),
         admin = %bound.admin,
         outbound = %bound.outbound_list(),
         inbound = %bound.inbound_list(),

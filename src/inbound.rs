@@ -168,7 +168,8 @@ impl Side for Inbound {
     fn is_opaque(&self, state: &State, snap: &Snapshot, _dst: SocketAddr) -> bool {
         // The destination that matters is the app's port, not the listener's.
         self.opaque_target(snap, _dst).is_some_and(|c| {
-            c.endpoints
+            c.members()
+                .endpoints
                 .endpoints()
                 .iter()
                 .any(|e| state.settings.is_opaque_port(e.addr.port()))

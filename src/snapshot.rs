@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use skiff_api::{
     model::{self, LoadBalancer, MeshFile, MtlsMode, Protocol},
     resource::{Fnv1a, strip_port},
@@ -22,7 +23,7 @@ use crate::{
     authz::{AuthzMetrics, Policies, applying_to},
     balance::{Endpoint, EndpointSet},
     bootstrap::Settings,
-    cluster::Cluster,
+    cluster::{Cluster, Members},
     resilience::{
         Breaker, BreakerLimits, Bucket, Budget, BudgetState, Counters, OutlierPolicy, RateLimiter,
         ResilienceMetrics,
@@ -86,10 +87,11 @@ pub struct Inbound {
     pub limiter: Option<RateLimiter>,
 }
 
-/// One immutable config generation.
+/// One config generation: immutable but for each cluster's endpoints (an `Endpoints` update
+/// swaps them in place, see [`Snapshot::update_endpoints`]) and the version that says so.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub version: Arc<str>,
+    version: ArcSwap<String>,
     pub trust_domain: String,
     /// The mesh CA's trust anchors (DER); empty: no CA, meshed endpoints in plaintext.
     pub trust_anchors: Arc<Vec<Vec<u8>>>,
@@ -179,11 +181,7 @@ impl Snapshot {
             None => Err(e),
         };
         let carry = prev.map(carry_from).unwrap_or_default();
-        let workloads: HashMap<(&str, &str), &model::Workload> = mesh
-            .workloads
-            .iter()
-            .map(|w| ((w.name.as_str(), w.namespace.as_str()), w))
-            .collect();
+        let workloads = workload_index(mesh);
 
         let mut clusters: HashMap<(String, String), Arc<Cluster>> = HashMap::new();
         for (i, svc) in mesh.services.iter().enumerate() {
@@ -329,7 +327,7 @@ impl Snapshot {
             Some(Arc::from(w.spiffe_id(&mesh.mesh.trust_domain)))
         });
         Ok(Snapshot {
-            version: cx.version.as_str().into(),
+            version: ArcSwap::from_pointee(cx.version.clone()),
             trust_domain: mesh.mesh.trust_domain.clone(),
             trust_anchors: Arc::new(mesh.mesh.trust_anchors.clone()),
             identity,
@@ -345,7 +343,7 @@ impl Snapshot {
     /// The snapshot before any config arrived: no services, no workload.
     pub fn empty() -> Snapshot {
         Snapshot {
-            version: "".into(),
+            version: ArcSwap::from_pointee(String::new()),
             trust_domain: String::new(),
             trust_anchors: Arc::default(),
             identity: None,
@@ -356,6 +354,63 @@ impl Snapshot {
             catch_all: None,
             inbound: None,
         }
+    }
+
+    /// The version of what is installed: the compile's, or the last in-place update's.
+    pub fn version(&self) -> Arc<String> {
+        self.version.load_full()
+    }
+
+    /// Replaces the endpoints of the services named in `changed` (`namespace/name`) with
+    /// what `mesh` now gives them, in place: each keeps its cluster (so the routes that
+    /// send to it), breaker, budget and outlier policy, and an endpoint that stays keeps its
+    /// load estimate, ejection and pooled connections. Nothing else is compiled. `Ok(false)`:
+    /// a named service is not in this snapshot (or not in `mesh`), and nothing changed; the
+    /// caller compiles the whole mesh instead. On an error nothing changed either.
+    pub fn update_endpoints(
+        &self,
+        mesh: &MeshFile,
+        changed: &[String],
+        cx: &CompileContext<'_>,
+    ) -> Result<bool, SnapshotError> {
+        let workloads = workload_index(mesh);
+        let mut next = Vec::with_capacity(changed.len());
+        for name in changed {
+            let found =
+                mesh.services.iter().enumerate().find(|(_, s)| {
+                    skiff_api::resource::resource_name(&s.namespace, &s.name) == *name
+                });
+            let Some((i, svc)) = found else {
+                return Ok(false);
+            };
+            let Some(live) = self
+                .services
+                .iter()
+                .find(|s| *s.name == *svc.name && *s.namespace == *svc.namespace)
+            else {
+                return Ok(false);
+            };
+            let cluster = &live.cluster;
+            let current = cluster.members();
+            let kept = |addr: SocketAddr| -> Option<Paired> {
+                let j = current
+                    .endpoints
+                    .endpoints()
+                    .iter()
+                    .position(|e| e.addr == addr)?;
+                Some((
+                    current.endpoints.endpoints()[j].clone(),
+                    current.pools[j].clone(),
+                ))
+            };
+            let members = compile_members(i, svc, &workloads, &mesh.mesh.trust_domain, cx, &kept)?;
+            next.push((cluster.clone(), members));
+        }
+        for (cluster, members) in next {
+            cluster.set_members(members);
+        }
+        self.version.store(Arc::new(cx.version.clone()));
+        Ok(true)
     }
 
     /// The service an original destination means, if any.
@@ -404,10 +459,19 @@ impl Snapshot {
 /// cheaper than SipHash here, and a snapshot's table is rebuilt on every config change.
 type FastHash = std::hash::BuildHasherDefault<Fnv1a>;
 
+/// The mesh's workloads by `(name, namespace)`.
+fn workload_index(mesh: &MeshFile) -> HashMap<(&str, &str), &model::Workload> {
+    mesh.workloads
+        .iter()
+        .map(|w| ((w.name.as_str(), w.namespace.as_str()), w))
+        .collect()
+}
+
 fn carry_from(prev: &Snapshot) -> Carry {
     let mut carry = Carry::default();
     let mut add = |c: &Cluster| {
-        for (e, pool) in c.endpoints.endpoints().iter().zip(&c.pools) {
+        let members = c.members();
+        for (e, pool) in members.endpoints.endpoints().iter().zip(&members.pools) {
             carry.endpoints.insert(
                 (c.name.to_string(), c.namespace.to_string(), e.addr),
                 (e.clone(), pool.clone()),
@@ -455,17 +519,19 @@ pub fn single_cluster(
         )
     });
     let metrics = resilience.cluster(name);
-    Cluster {
-        name: name.into(),
-        namespace: "".into(),
-        protocol: Protocol::Auto,
-        endpoints: EndpointSet::new(name.into(), LoadBalancer::RoundRobin, vec![endpoint]),
-        pools: vec![pool],
-        breaker: Breaker::new(name.into(), None, Arc::default(), metrics.clone()),
-        budget: None,
-        outlier: None,
+    Cluster::new(
+        name.into(),
+        "".into(),
+        Protocol::Auto,
+        Members {
+            endpoints: EndpointSet::new(name.into(), LoadBalancer::RoundRobin, vec![endpoint]),
+            pools: vec![pool],
+        },
+        Breaker::new(name.into(), None, Arc::default(), metrics.clone()),
+        None,
+        None,
         metrics,
-    }
+    )
 }
 
 fn new_pool(
@@ -491,6 +557,55 @@ fn compile_cluster(
     cx: &CompileContext<'_>,
     carry: &Carry,
 ) -> Result<Cluster, SnapshotError> {
+    let kept = |addr: SocketAddr| {
+        carry
+            .endpoints
+            .get(&(svc.name.clone(), svc.namespace.clone(), addr))
+            .cloned()
+    };
+    let members = compile_members(i, svc, workloads, trust_domain, cx, &kept)?;
+    let key = (svc.name.clone(), svc.namespace.clone());
+    let name: Arc<str> = svc.name.as_str().into();
+    let metrics = cx.resilience.cluster(&svc.name);
+    let counters = carry.breakers.get(&key).cloned().unwrap_or_default();
+    let breaker = Breaker::new(
+        name.clone(),
+        svc.circuit_breaker.as_ref().map(BreakerLimits::compile),
+        counters,
+        metrics.clone(),
+    );
+    let budget = svc
+        .retry_budget
+        .as_ref()
+        .map(|b| Budget::new(b, carry.budgets.get(&key).cloned().unwrap_or_default()));
+    let outlier = svc.outlier_detection.as_ref().map(OutlierPolicy::compile);
+    let cluster = Cluster::new(
+        name,
+        svc.namespace.as_str().into(),
+        svc.protocol,
+        members,
+        breaker,
+        budget,
+        outlier,
+        metrics,
+    );
+    cluster
+        .metrics
+        .set_ejected(cluster.members().endpoints.ejected());
+    Ok(cluster)
+}
+
+/// A service's endpoints, each with its pool. `kept` lends an endpoint of the previous
+/// config at an address (with its load estimate, ejection and connections); it is taken
+/// only if its workload, identity and connect timeout are still the same.
+fn compile_members(
+    i: usize,
+    svc: &model::Service,
+    workloads: &HashMap<(&str, &str), &model::Workload>,
+    trust_domain: &str,
+    cx: &CompileContext<'_>,
+    kept: &dyn Fn(SocketAddr) -> Option<Paired>,
+) -> Result<Members, SnapshotError> {
     let connect_timeout = svc.connect_timeout.get();
     let mut endpoints = Vec::with_capacity(svc.endpoints.len());
     let mut pools = Vec::with_capacity(svc.endpoints.len());
@@ -527,15 +642,11 @@ fn compile_cluster(
                 });
             }
         };
-        let kept = carry
-            .endpoints
-            .get(&(svc.name.clone(), svc.namespace.clone(), addr))
-            .filter(|(e, pool)| {
-                pool.connect_timeout() == connect_timeout
-                    && e.workload == workload
-                    && e.identity == identity
-            })
-            .cloned();
+        let kept = kept(addr).filter(|(e, pool)| {
+            pool.connect_timeout() == connect_timeout
+                && e.workload == workload
+                && e.identity == identity
+        });
         let (endpoint, pool) = kept.unwrap_or_else(|| {
             let mesh = cx
                 .tls
@@ -552,37 +663,15 @@ fn compile_cluster(
         endpoints.push(endpoint);
         pools.push(pool);
     }
-    let key = (svc.name.clone(), svc.namespace.clone());
-    let name: Arc<str> = svc.name.as_str().into();
-    let metrics = cx.resilience.cluster(&svc.name);
-    let outlier = svc.outlier_detection.as_ref().map(OutlierPolicy::compile);
-    if outlier.is_none() {
+    if svc.outlier_detection.is_none() {
         // Nothing would ever re-admit an endpoint ejected under a policy now gone.
         for e in &endpoints {
             e.health.reset();
         }
     }
-    let endpoints = EndpointSet::new(name.clone(), svc.load_balancer, endpoints);
-    metrics.set_ejected(endpoints.ejected());
-    let counters = carry.breakers.get(&key).cloned().unwrap_or_default();
-    Ok(Cluster {
-        name: name.clone(),
-        namespace: svc.namespace.as_str().into(),
-        protocol: svc.protocol,
-        endpoints,
+    Ok(Members {
+        endpoints: EndpointSet::new(svc.name.as_str().into(), svc.load_balancer, endpoints),
         pools,
-        breaker: Breaker::new(
-            name,
-            svc.circuit_breaker.as_ref().map(BreakerLimits::compile),
-            counters,
-            metrics.clone(),
-        ),
-        budget: svc
-            .retry_budget
-            .as_ref()
-            .map(|b| Budget::new(b, carry.budgets.get(&key).cloned().unwrap_or_default())),
-        outlier,
-        metrics,
     })
 }
 
@@ -597,5 +686,117 @@ impl Service {
         if !self.used.load(Ordering::Relaxed) {
             self.used.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            drain_timeout: Duration::from_secs(5),
+            detect_timeout: Duration::from_secs(10),
+            opaque_ports: vec![],
+            max_header_bytes: 65536,
+            h1_idle_timeout: Duration::from_secs(3),
+            h1_max_idle: 64,
+        }
+    }
+
+    fn mesh(reviews_endpoints: &str) -> MeshFile {
+        skiff_api::load(&format!(
+            "services:
+  - name: web
+    endpoints: [ {{ address: 127.0.0.1:9001 }} ]
+    routes:
+      - name: to-reviews
+        backendRefs: [ {{ service: reviews }} ]
+  - name: reviews
+    outlierDetection: {{ consecutiveErrors: 5 }}
+    endpoints: [ {reviews_endpoints} ]
+"
+        ))
+        .expect("the test mesh is valid")
+    }
+
+    #[test]
+    fn an_endpoints_update_swaps_one_cluster_in_place_and_keeps_endpoint_state() {
+        let (settings, metrics) = (settings(), Metrics::new());
+        let (resilience, authz) = (ResilienceMetrics::default(), AuthzMetrics::default());
+        let cx = |version: &str| CompileContext {
+            settings: &settings,
+            metrics: &metrics,
+            resilience: &resilience,
+            tls: None,
+            authz: &authz,
+            policies_selected: false,
+            workload: None,
+            version: version.to_owned(),
+        };
+        let snap = Snapshot::compile(
+            &mesh("{ address: 127.0.0.1:9002 }, { address: 127.0.0.1:9003 }"),
+            &cx("1"),
+            None,
+        )
+        .unwrap();
+        let reviews = snap.services[1].cluster.clone();
+        let web = snap.services[0].cluster.clone();
+        let before = reviews.members();
+        let kept = before.endpoints.endpoints()[1].clone();
+        let kept_pool = before.pools[1].clone();
+        kept.health.consecutive.store(3, Ordering::Relaxed);
+
+        let next = mesh("{ address: 127.0.0.1:9003 }, { address: 127.0.0.1:9004 }");
+        let changed = ["default/reviews".to_owned()];
+        assert!(snap.update_endpoints(&next, &changed, &cx("2")).unwrap());
+        assert_eq!(*snap.version(), "2");
+        // The same cluster (the route of `web` that sends to it sees the change), new members.
+        assert!(Arc::ptr_eq(&snap.services[1].cluster, &reviews));
+        let backend = snap.services[0].routes.routes()[0]
+            .backends()
+            .next()
+            .unwrap()
+            .0;
+        assert!(Arc::ptr_eq(backend, &reviews));
+        let after = reviews.members();
+        let addrs: Vec<String> = after
+            .endpoints
+            .endpoints()
+            .iter()
+            .map(|e| e.addr.to_string())
+            .collect();
+        assert_eq!(addrs, ["127.0.0.1:9003", "127.0.0.1:9004"]);
+        assert!(
+            Arc::ptr_eq(&after.endpoints.endpoints()[0], &kept),
+            "an endpoint that stays keeps its state"
+        );
+        assert_eq!(
+            after.endpoints.endpoints()[0]
+                .health
+                .consecutive
+                .load(Ordering::Relaxed),
+            3
+        );
+        assert!(
+            Arc::ptr_eq(&after.pools[0], &kept_pool),
+            "and its connections"
+        );
+        assert_eq!(
+            before.endpoints.endpoints().len(),
+            2,
+            "requests under way keep theirs"
+        );
+        assert!(
+            Arc::ptr_eq(&snap.services[0].cluster, &web),
+            "others untouched"
+        );
+
+        // A service this snapshot does not hold: not possible, nothing changed.
+        let unknown = ["default/ratings".to_owned()];
+        assert!(!snap.update_endpoints(&next, &unknown, &cx("3")).unwrap());
+        assert_eq!(*snap.version(), "2");
     }
 }

@@ -44,7 +44,8 @@ pub async fn forward<I>(mut client: I, cluster: &Cluster) -> Done
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let pick = match cluster.endpoints.pick(Tried::default()) {
+    let members = cluster.members();
+    let pick = match members.endpoints.pick(Tried::default()) {
         Ok(p) => p,
         Err(e) => {
             debug!(error = %e, "opaque connection closed");
@@ -56,10 +57,10 @@ where
     };
     let mut done = Done {
         endpoint: Some(pick.endpoint.addr),
-        identity: cluster.pool(&pick).verified_identity().cloned(),
+        identity: members.pool(&pick).verified_identity().cloned(),
         ..Done::default()
     };
-    let (mut upstream, _counted) = match cluster
+    let (mut upstream, _counted) = match members
         .pool(&pick)
         .connect(&cluster.breaker, Inner::Opaque)
         .await
@@ -69,14 +70,18 @@ where
             done.error = Some(if matches!(e, ConnectError::Overflow(_)) {
                 "overflow"
             } else {
-                cluster.observe(&pick, cluster::Observed::Failed(Failure::ConnectFailure));
+                cluster.observe(
+                    &members,
+                    &pick,
+                    cluster::Observed::Failed(Failure::ConnectFailure),
+                );
                 "connect-failed"
             });
             debug!(error = %e, "opaque connection closed");
             return done;
         }
     };
-    cluster.observe(&pick, cluster::Observed::Connected);
+    cluster.observe(&members, &pick, cluster::Observed::Connected);
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((from_client, from_upstream)) => {
             debug!(from_client, from_upstream, "opaque connection closed");

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     balance::Pick,
-    cluster::{Cluster, Observed},
+    cluster::{Cluster, Members, Observed},
     resilience::{
         self, Attempt, AttemptCx, Failure, Finished, Outcome, Plan, ReplayBody, Reply,
         ResilienceError, RetryPolicy, Tried,
@@ -107,6 +107,7 @@ pub async fn forward(
     };
     let mut attempt = HttpAttempt {
         cluster,
+        members: cluster.members(),
         upstream,
         per_try: route.per_try_timeout,
         grpc,
@@ -227,6 +228,8 @@ fn clone_head(parts: &Parts) -> Parts {
 /// One request's attempts over one cluster.
 struct HttpAttempt<'a> {
     cluster: &'a Cluster,
+    /// The cluster's endpoints as this request found them, for all its attempts.
+    members: Arc<Members>,
     upstream: Version,
     per_try: Option<Duration>,
     grpc: bool,
@@ -287,13 +290,13 @@ impl Attempt for HttpAttempt<'_> {
 
 impl HttpAttempt<'_> {
     async fn attempt_once(&mut self, cx: AttemptCx) -> Outcome<Response<ProxyBody>, ProxyError> {
-        let pick = match self.cluster.endpoints.pick(cx.tried) {
+        let pick = match self.members.endpoints.pick(cx.tried) {
             Ok(p) => p,
             Err(e) => return local(e.into()),
         };
         if self.hop.observed {
             self.hop.endpoint = Some(pick.endpoint.addr);
-            self.hop.identity = self.cluster.pool(&pick).verified_identity().cloned();
+            self.hop.identity = self.members.pool(&pick).verified_identity().cloned();
         }
         if self.untrusted.contains(pick.index)
             && let Some(e) = &self.untrusted_error
@@ -309,7 +312,7 @@ impl HttpAttempt<'_> {
                 .into(),
             );
         };
-        let pool = self.cluster.pool(&pick);
+        let pool = self.members.pool(&pick);
         let sent = match cx.deadline {
             None => send(req, pool, self.upstream, self.cluster).await,
             Some(d) => {
@@ -335,7 +338,8 @@ impl HttpAttempt<'_> {
         match sent {
             Ok(rsp) => {
                 let status = rsp.status().as_u16();
-                self.cluster.observe(&pick, Observed::Status(status));
+                self.cluster
+                    .observe(&self.members, &pick, Observed::Status(status));
                 let grpc = if self.grpc {
                     grpc_status(rsp.headers())
                 } else {
@@ -363,7 +367,8 @@ impl HttpAttempt<'_> {
             self.untrusted.add(pick.index);
             self.untrusted_error = Some(c.clone());
         }
-        self.cluster.observe(pick, Observed::Failed(e.failure));
+        self.cluster
+            .observe(&self.members, pick, Observed::Failed(e.failure));
         Outcome::Failed {
             err: e.error,
             failure: e.failure,
@@ -525,21 +530,22 @@ async fn upgrade(
     if let Err(e) = prepare_request(&mut parts, Version::Http1, true, hop.trace.as_ref()) {
         return failed(&e.into(), false);
     }
-    let pick = match cluster.endpoints.pick(Tried::default()) {
+    let members = cluster.members();
+    let pick = match members.endpoints.pick(Tried::default()) {
         Ok(p) => p,
         Err(e) => return failed(&e.into(), false),
     };
     hop.attempts = 1;
     if hop.observed {
         hop.endpoint = Some(pick.endpoint.addr);
-        hop.identity = cluster.pool(&pick).verified_identity().cloned();
+        hop.identity = members.pool(&pick).verified_identity().cloned();
     }
-    let pool = cluster.pool(&pick);
+    let pool = members.pool(&pick);
     let mut sender = match pool.connect_h1(true, &cluster.breaker).await {
         Ok(s) => s,
         Err(e) => {
             let e = connect_failed(e);
-            cluster.observe(&pick, Observed::Failed(e.failure));
+            cluster.observe(&members, &pick, Observed::Failed(e.failure));
             return failed(&e.error, false);
         }
     };
@@ -547,11 +553,11 @@ async fn upgrade(
     let mut rsp = match sender.send_request(req).await {
         Ok(r) => r,
         Err(e) => {
-            cluster.observe(&pick, Observed::Failed(Failure::Reset));
+            cluster.observe(&members, &pick, Observed::Failed(Failure::Reset));
             return failed(&UpstreamError::Http(e).into(), false);
         }
     };
-    cluster.observe(&pick, Observed::Status(rsp.status().as_u16()));
+    cluster.observe(&members, &pick, Observed::Status(rsp.status().as_u16()));
     if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return into_proxy(rsp, None);
     }

@@ -35,6 +35,15 @@ pub trait Port {
         mesh: &MeshFile,
         version: String,
     ) -> Result<Vec<(String, SnapshotError)>, SnapshotError>;
+    /// Replaces, in place, the endpoints of the services named in `changed` with what
+    /// `mesh` gives them, compiling nothing else. `Ok(false)`: not possible (a service is not
+    /// installed yet): nothing changed, and the whole mesh is compiled instead.
+    fn update_endpoints(
+        &mut self,
+        mesh: &MeshFile,
+        changed: &[String],
+        version: String,
+    ) -> Result<bool, SnapshotError>;
     /// Which of this proxy's own listeners `addr` is (`"outbound"`, `"admin"`), if any: an
     /// endpoint there would loop requests back into the proxy.
     fn own_listener(&self, addr: SocketAddr) -> Option<&'static str>;
@@ -444,6 +453,7 @@ impl Machine {
         let mut next = self.received.clone();
         let mut versions = self.versions.get(&kind).cloned().unwrap_or_default();
         let mut errors = Vec::new();
+        let mut updated = Vec::new();
         for r in &rsp.resources {
             let decoded = resource::decode(r)
                 .map_err(|e| e.to_string())
@@ -455,6 +465,7 @@ impl Machine {
                     self.absent.remove(&key);
                     self.refused.remove(&key);
                     next.insert(d);
+                    updated.push(r.name.clone());
                 }
                 Err(e) => {
                     if !versions.contains_key(&r.name) {
@@ -486,7 +497,14 @@ impl Machine {
         }
         self.system_versions
             .insert(kind.message_name(), rsp.system_version_info.clone());
-        if complete {
+        // Pod churn: only endpoints of installed services changed, so only their endpoint
+        // sets are replaced (their state kept); anything else compiles the whole mesh.
+        let endpoints_only = kind == Kind::Endpoints
+            && rsp.removed_resources.is_empty()
+            && !updated.is_empty()
+            && complete
+            && self.update_endpoints(&next, &updated, port);
+        if complete && !endpoints_only {
             let refused = self.install(&mut next, port);
             for (name, error) in refused {
                 if kind == Kind::Service {
@@ -508,19 +526,46 @@ impl Machine {
         }
     }
 
-    /// Compiles and installs `next`. A service that does not compile for want of a backend
-    /// not held yet is left out quietly (it comes once the backend does); one that does not
-    /// compile otherwise is refused: its previous version is put back into `next`, and it
-    /// is returned for the NACK.
-    fn install(&mut self, next: &mut Received, port: &mut dyn Port) -> Vec<(String, String)> {
+    /// The version of the next install: a generation count and each type's version.
+    fn next_version(&self) -> (u64, String) {
         let generation = self.generation + 1;
-        let version = self
+        let versions = self
             .system_versions
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        let version = format!("{generation}:{version}");
+        (generation, format!("{generation}:{versions}"))
+    }
+
+    /// Replaces the endpoint sets of the `changed` services in place; false when that is not
+    /// possible and the whole mesh must be compiled (which then names any error).
+    fn update_endpoints(
+        &mut self,
+        next: &Received,
+        changed: &[String],
+        port: &mut dyn Port,
+    ) -> bool {
+        let (generation, version) = self.next_version();
+        match port.update_endpoints(&self.mesh_file(next), changed, version) {
+            Ok(true) => {
+                self.generation = generation;
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                debug!(error = %e, "endpoints update needs a full compile");
+                false
+            }
+        }
+    }
+
+    /// Compiles and installs `next`. A service that does not compile for want of a backend
+    /// not held yet is left out quietly (it comes once the backend does); one that does not
+    /// compile otherwise is refused: its previous version is put back into `next`, and it
+    /// is returned for the NACK.
+    fn install(&mut self, next: &mut Received, port: &mut dyn Port) -> Vec<(String, String)> {
+        let (generation, version) = self.next_version();
         let mut refused = Vec::new();
         for attempt in 0..2 {
             let mesh = self.mesh_file(next);

@@ -24,6 +24,8 @@ struct FakePort {
     own: Option<SocketAddr>,
     /// Services whose compile fails (not for want of a backend).
     refuse: Vec<String>,
+    /// Endpoint sets replaced in place.
+    updates: Vec<(Vec<String>, String)>,
 }
 
 impl Port for FakePort {
@@ -51,6 +53,20 @@ impl Port for FakePort {
             .collect();
         self.installs.push((names, version));
         Ok(skipped)
+    }
+
+    fn update_endpoints(
+        &mut self,
+        _mesh: &MeshFile,
+        changed: &[String],
+        version: String,
+    ) -> Result<bool, SnapshotError> {
+        let installed = self.installs.last().map(|(names, _)| names.clone());
+        if !installed.is_some_and(|names| changed.iter().all(|c| names.contains(c))) {
+            return Ok(false);
+        }
+        self.updates.push((changed.to_vec(), version));
+        Ok(true)
     }
 
     fn own_listener(&self, addr: SocketAddr) -> Option<&'static str> {
@@ -468,4 +484,53 @@ fn an_unused_service_is_unsubscribed_after_the_idle_sweeps() {
     );
     assert_eq!(port.forgotten, vec!["host:ratings"]);
     assert_eq!(port.installs.last().unwrap().0, vec!["default/web"]);
+}
+
+#[test]
+fn pod_churn_replaces_endpoints_in_place_and_a_new_service_compiles_the_mesh() {
+    let res = resources();
+    let mut m = machine();
+    let mut port = FakePort::default();
+    first_answers(&mut m, &mut port, &res);
+    let installs = port.installs.len();
+    let none: &[&str] = &[];
+    let out = m.on_response(
+        response(&res, Kind::Endpoints, &[("default/web", none)], "e2"),
+        &mut port,
+    );
+    assert_eq!(acks(&out), vec![("e2", false)]);
+    assert_eq!(port.installs.len(), installs, "nothing compiled");
+    assert_eq!(port.updates.len(), 1);
+    assert_eq!(port.updates[0].0, vec!["default/web"]);
+    let generation = |v: &str| v.split(':').next().unwrap().parse::<u64>().unwrap();
+    assert_eq!(
+        generation(&port.updates[0].1),
+        generation(&port.installs[installs - 1].1) + 1,
+        "the installed version moves on"
+    );
+    // Endpoints of a service not installed yet: the whole mesh is compiled.
+    m.on_wanted(vec!["host:ratings".into()]);
+    m.on_response(
+        response(
+            &res,
+            Kind::Service,
+            &[("default/ratings", &["host:ratings"])],
+            "s2",
+        ),
+        &mut port,
+    );
+    let installs = port.installs.len();
+    m.on_response(
+        response(&res, Kind::Endpoints, &[("default/ratings", none)], "e3"),
+        &mut port,
+    );
+    assert_eq!(port.installs.len(), installs + 1);
+    assert!(
+        port.installs
+            .last()
+            .unwrap()
+            .0
+            .contains(&"default/ratings".to_owned())
+    );
+    assert_eq!(port.updates.len(), 1);
 }

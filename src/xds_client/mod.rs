@@ -214,14 +214,9 @@ struct ProxyPort<'a> {
     od: &'a OnDemand,
 }
 
-impl Port for ProxyPort<'_> {
-    fn install(
-        &mut self,
-        mesh: &MeshFile,
-        version: String,
-    ) -> Result<Vec<(String, SnapshotError)>, SnapshotError> {
-        let prev = self.state.snapshot();
-        let cx = CompileContext {
+impl ProxyPort<'_> {
+    fn compile_context(&self, version: String) -> CompileContext<'_> {
+        CompileContext {
             settings: &self.state.settings,
             metrics: &self.state.metrics,
             resilience: &self.state.resilience,
@@ -230,12 +225,39 @@ impl Port for ProxyPort<'_> {
             tls: self.state.tls(),
             workload: Some((self.cfg.workload.as_str(), self.cfg.namespace.as_str())),
             version,
-        };
+        }
+    }
+}
+
+impl Port for ProxyPort<'_> {
+    fn install(
+        &mut self,
+        mesh: &MeshFile,
+        version: String,
+    ) -> Result<Vec<(String, SnapshotError)>, SnapshotError> {
+        let prev = self.state.snapshot();
+        let cx = self.compile_context(version);
         let (snap, skipped) = Snapshot::compile_lenient(mesh, &cx, Some(&prev))?;
-        debug!(version = %snap.version, "applying config from the control plane");
+        debug!(version = %snap.version(), "applying config from the control plane");
         self.state.install(snap);
         self.state.metrics.reload(ReloadResult::Ok);
         Ok(skipped)
+    }
+
+    fn update_endpoints(
+        &mut self,
+        mesh: &MeshFile,
+        changed: &[String],
+        version: String,
+    ) -> Result<bool, SnapshotError> {
+        let snap = self.state.snapshot();
+        let cx = self.compile_context(version);
+        let done = snap.update_endpoints(mesh, changed, &cx)?;
+        if done {
+            debug!(services = ?changed, version = %snap.version(), "endpoints updated in place");
+            self.state.metrics.reload(ReloadResult::Ok);
+        }
+        Ok(done)
     }
 
     fn own_listener(&self, addr: SocketAddr) -> Option<&'static str> {
