@@ -1,6 +1,7 @@
-//! `skiff-xds serve`: loads the mesh file and the CA, binds the gRPC and admin ports, prints
-//! the `skiff-xds listening grpc=ADDR admin=ADDR` line, then serves until Ctrl-C or SIGTERM.
-//! Only wiring: the parts live in `source`, `server`, `ca` and `admin`.
+//! `skiff-xds serve`: loads the mesh file and the CA, binds the gRPC and admin ports (and the
+//! admission webhook's, when asked), prints the `skiff-xds listening grpc=ADDR admin=ADDR`
+//! line, then serves until Ctrl-C or SIGTERM.
+//! Only wiring: the parts live in `source`, `server`, `ca`, `admin` and `webhook`.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -10,9 +11,11 @@ use tokio::net::TcpListener;
 use crate::{
     admin::{self, AdminState},
     ca::{Ca, CaOptions, IdentityService, fingerprints},
+    inject::InjectSettingsArgs,
     metrics::{CaMetrics, Metrics},
     server::{DiscoveryService, Registry},
     source::{ConfigStore, file},
+    webhook::{self, WebhookOptions},
 };
 
 /// Every flag of `skiff-xds serve`.
@@ -22,6 +25,8 @@ pub struct ServeCommand {
     pub args: ServeArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -68,6 +73,35 @@ impl Default for IdentityArgs {
             cert_lifetime: DEFAULT_CERT_LIFETIME,
         }
     }
+}
+
+/// The admission webhook's flags. `Default` is webhook off.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WebhookArgs {
+    /// The admission webhook's HTTPS listener (`POST /inject`); port 0 picks one. Needs
+    /// `--ca-dir`: its certificate comes from the mesh CA. Default: off (file mode).
+    #[arg(long, env = "SKIFF_XDS_WEBHOOK_ADDR", value_name = "ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// DNS names of the webhook's certificate, comma-separated: the names the API server
+    /// calls it by (`<service>.<namespace>.svc`). Default: skiff-xds.skiff-system.svc.
+    #[arg(
+        long,
+        env = "SKIFF_XDS_WEBHOOK_DNS",
+        value_name = "NAME[,NAME..]",
+        value_delimiter = ',',
+        default_value = webhook::DEFAULT_DNS_NAME,
+        value_parser = parse_dns_name
+    )]
+    pub webhook_dns: Vec<String>,
+    /// What the webhook injects into pods.
+    #[command(flatten)]
+    pub inject: InjectSettingsArgs,
+}
+
+fn parse_dns_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    webhook::dns_name(name).map_err(|reason| format!("{text:?}: {reason}"))?;
+    Ok(name.to_owned())
 }
 
 fn parse_lifetime(text: &str) -> Result<Duration, String> {
@@ -121,6 +155,8 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The admission webhook's address, when it runs.
+    pub webhook_addr: Option<SocketAddr>,
     ca: Option<Arc<Ca>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -168,6 +204,28 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
 
 /// [`start`] with the mesh CA configured by `identity` (the demo and identity tests).
 pub async fn start_with(args: ServeArgs, identity: IdentityArgs) -> anyhow::Result<Running> {
+    start_with_webhook(args, identity, WebhookArgs::default()).await
+}
+
+/// [`start_with`] plus the admission webhook when `webhook.webhook_addr` is set (`serve`).
+pub async fn start_with_webhook(
+    args: ServeArgs,
+    identity: IdentityArgs,
+    webhook: WebhookArgs,
+) -> anyhow::Result<Running> {
+    // Flag mistakes first, before anything is read or bound.
+    let webhook_options = match webhook.webhook_addr {
+        Some(addr) => Some(WebhookOptions {
+            addr,
+            dns_names: webhook.webhook_dns.clone(),
+            cert_lifetime: identity.cert_lifetime,
+            settings: webhook
+                .inject
+                .settings()
+                .map_err(|e| anyhow::anyhow!("the webhook's injection settings: {e}"))?,
+        }),
+        None => None,
+    };
     let mut metrics_registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut metrics_registry);
 
@@ -182,6 +240,9 @@ pub async fn start_with(args: ServeArgs, identity: IdentityArgs) -> anyhow::Resu
     };
     metrics.reload(true).inc();
     let ca = open_ca(&identity, &mut metrics_registry)?;
+    if webhook_options.is_some() && ca.is_none() {
+        return Err(webhook::WebhookError::NoCa.into());
+    }
     let store = ConfigStore::new(initial);
     let ca_watch = ca.as_ref().map(|ca| {
         // Before the first stream can open: every proxy's first MeshSettings has the anchors.
@@ -199,6 +260,11 @@ pub async fn start_with(args: ServeArgs, identity: IdentityArgs) -> anyhow::Resu
         .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let webhook = match webhook_options {
+        Some(options) => Some(webhook::start(options, ca.clone()).await?),
+        None => None,
+    };
+    let webhook_addr = webhook.as_ref().map(|w| w.addr);
 
     let admin_state = Arc::new(AdminState {
         store: store.clone(),
@@ -229,6 +295,7 @@ pub async fn start_with(args: ServeArgs, identity: IdentityArgs) -> anyhow::Resu
         // The watchers live as long as the server.
         let _watch = watch;
         let _ca_watch = ca_watch;
+        let _webhook = webhook;
         let result = grpc_server.await;
         admin_task.abort();
         result.context("gRPC server failed")
@@ -237,6 +304,7 @@ pub async fn start_with(args: ServeArgs, identity: IdentityArgs) -> anyhow::Resu
     Ok(Running {
         grpc_addr,
         admin_addr,
+        webhook_addr,
         ca,
         stop: Some(stop_tx),
         server,
@@ -280,11 +348,14 @@ fn open_ca(
 }
 
 async fn run(command: ServeCommand) -> anyhow::Result<()> {
-    let running = start_with(command.args, command.identity).await?;
+    let running = start_with_webhook(command.args, command.identity, command.webhook).await?;
     println!(
         "skiff-xds listening grpc={} admin={}",
         running.grpc_addr, running.admin_addr
     );
+    if let Some(addr) = running.webhook_addr {
+        println!("skiff-xds webhook listening {addr}");
+    }
     shutdown_signal().await;
     running.stop().await
 }

@@ -199,14 +199,55 @@ impl Authority {
         // An empty subject, as SPIFFE SVIDs have; rcgen then marks the SAN critical.
         params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign_leaf(params, public_key, lifetime, now)
+    }
+
+    /// Signs a plain TLS server certificate over `public_key` for `dns_names` (the admission
+    /// webhook's Service names): DNS SANs only, the first name also the subject's CN,
+    /// extended key usage serverAuth alone, so it can never pass as a workload identity.
+    /// Validity and chain as [`Authority::issue`].
+    pub fn issue_server(
+        &self,
+        public_key: &rcgen::SubjectPublicKeyInfo,
+        dns_names: &[String],
+        lifetime: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Vec<u8>>, rcgen::Error> {
+        let Some(first) = dns_names.first() else {
+            // A certificate for no name would verify for nothing.
+            return Err(rcgen::Error::CouldNotParseCertificationRequest);
+        };
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, first.as_str());
+        params.subject_alt_names = dns_names
+            .iter()
+            .map(|name| Ok(SanType::DnsName(name.as_str().try_into()?)))
+            .collect::<Result<_, rcgen::Error>>()?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign_leaf(params, public_key, lifetime, now)
+    }
+
+    /// What every leaf shares: not a CA, signature key usages, a random serial, the
+    /// authority key identifier, validity from `now - CLOCK_SKEW` for `lifetime` capped at
+    /// `ca.crt`'s expiry; returns the leaf followed by any intermediate.
+    fn sign_leaf(
+        &self,
+        mut params: CertificateParams,
+        public_key: &rcgen::SubjectPublicKeyInfo,
+        lifetime: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Vec<u8>>, rcgen::Error> {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial()?);

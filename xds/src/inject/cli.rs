@@ -52,6 +52,76 @@ pub struct InjectArgs {
     pub memory_limit: Option<Quantity>,
 }
 
+/// The injection settings as `skiff-xds serve` takes them for its admission webhook: the
+/// flags of `skiff-xds inject` prefixed `--inject-`, with the same environment twins, so one
+/// environment configures both.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InjectSettingsArgs {
+    /// Image of the injected containers; it must hold `skiff` on PATH. Default:
+    /// skiff:<this version>.
+    #[arg(long, env = "SKIFF_INJECT_IMAGE", value_name = "IMAGE", default_value_t = default_image(), value_parser = syntax::image)]
+    pub inject_image: String,
+    /// The control plane's discovery URL injected sidecars connect to.
+    #[arg(
+        long,
+        env = "SKIFF_INJECT_CONTROL_PLANE",
+        value_name = "URL",
+        default_value = DEFAULT_CONTROL_PLANE,
+        value_parser = control_plane
+    )]
+    pub inject_control_plane: String,
+    /// Injected sidecars' log filter (SKIFF_LOG).
+    #[arg(long, env = "SKIFF_INJECT_LOG_LEVEL", value_name = "FILTER", default_value = "info", value_parser = syntax::log_level)]
+    pub inject_log_level: String,
+    /// CPU an injected sidecar requests.
+    #[arg(long, env = "SKIFF_INJECT_CPU_REQUEST", value_name = "QUANTITY", default_value = "10m", value_parser = cpu)]
+    pub inject_cpu_request: Quantity,
+    /// Memory an injected sidecar requests.
+    #[arg(long, env = "SKIFF_INJECT_MEMORY_REQUEST", value_name = "QUANTITY", default_value = "32Mi", value_parser = memory)]
+    pub inject_memory_request: Quantity,
+    /// An injected sidecar's CPU limit. Default: none.
+    #[arg(long, env = "SKIFF_INJECT_CPU_LIMIT", value_name = "QUANTITY", value_parser = cpu)]
+    pub inject_cpu_limit: Option<Quantity>,
+    /// An injected sidecar's memory limit. Default: none.
+    #[arg(long, env = "SKIFF_INJECT_MEMORY_LIMIT", value_name = "QUANTITY", value_parser = memory)]
+    pub inject_memory_limit: Option<Quantity>,
+}
+
+impl InjectSettingsArgs {
+    /// The settings, or why the flags contradict each other.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let settings = Settings {
+            image: self.inject_image.clone(),
+            control_plane: self.inject_control_plane.clone(),
+            log_level: self.inject_log_level.clone(),
+            resources: Resources {
+                cpu_request: self.inject_cpu_request.clone(),
+                memory_request: self.inject_memory_request.clone(),
+                cpu_limit: self.inject_cpu_limit.clone(),
+                memory_limit: self.inject_memory_limit.clone(),
+            },
+        };
+        check_resources(&settings.resources, "--inject-")?;
+        Ok(settings)
+    }
+}
+
+impl Default for InjectSettingsArgs {
+    /// What the flags default to: [`Settings::default`].
+    fn default() -> Self {
+        let settings = Settings::default();
+        InjectSettingsArgs {
+            inject_image: settings.image,
+            inject_control_plane: settings.control_plane,
+            inject_log_level: settings.log_level,
+            inject_cpu_request: settings.resources.cpu_request,
+            inject_memory_request: settings.resources.memory_request,
+            inject_cpu_limit: settings.resources.cpu_limit,
+            inject_memory_limit: settings.resources.memory_limit,
+        }
+    }
+}
+
 fn cpu(text: &str) -> Result<Quantity, String> {
     Quantity::parse(text, Resource::Cpu)
 }
@@ -76,30 +146,7 @@ fn control_plane(text: &str) -> Result<String, String> {
 impl InjectArgs {
     /// The settings, or why the flags contradict each other.
     pub fn settings(&self) -> Result<Settings, String> {
-        let pairs = [
-            (
-                "--cpu-request",
-                &self.cpu_request,
-                "--cpu-limit",
-                &self.cpu_limit,
-            ),
-            (
-                "--memory-request",
-                &self.memory_request,
-                "--memory-limit",
-                &self.memory_limit,
-            ),
-        ];
-        for (request_flag, request, limit_flag, limit) in pairs {
-            if let Some(limit) = limit
-                && request.exceeds(limit)
-            {
-                return Err(format!(
-                    "{request_flag} {request} is above {limit_flag} {limit}"
-                ));
-            }
-        }
-        Ok(Settings {
+        let settings = Settings {
             image: self.image.clone(),
             control_plane: self.control_plane.clone(),
             log_level: self.log_level.clone(),
@@ -109,8 +156,38 @@ impl InjectArgs {
                 cpu_limit: self.cpu_limit.clone(),
                 memory_limit: self.memory_limit.clone(),
             },
-        })
+        };
+        check_resources(&settings.resources, "--")?;
+        Ok(settings)
     }
+}
+
+/// Refuses a request above its limit, naming the flags (`{prefix}cpu-request`, ...).
+fn check_resources(resources: &Resources, prefix: &str) -> Result<(), String> {
+    let pairs = [
+        (
+            "cpu-request",
+            &resources.cpu_request,
+            "cpu-limit",
+            &resources.cpu_limit,
+        ),
+        (
+            "memory-request",
+            &resources.memory_request,
+            "memory-limit",
+            &resources.memory_limit,
+        ),
+    ];
+    for (request_flag, request, limit_flag, limit) in pairs {
+        if let Some(limit) = limit
+            && request.exceeds(limit)
+        {
+            return Err(format!(
+                "{prefix}{request_flag} {request} is above {prefix}{limit_flag} {limit}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Prints the injected manifests and exits 0, or prints every problem, one per line as

@@ -192,6 +192,33 @@ pub fn workload_name(
     .map(str::to_owned)
 }
 
+/// The name of the workload that controls a pod, read from its controller `ownerReference`:
+/// a ReplicaSet whose name is a Deployment's plus `-<pod-template-hash>` (the pod carries that
+/// label) gives the Deployment's name, any other controller its own name. The admission
+/// webhook passes it as the `owner` of [`workload_name`], so a pod made by a Deployment is
+/// named as `skiff-xds inject` names that Deployment's template.
+pub fn controller_name(pod: &Value) -> Option<String> {
+    let metadata = pod.get("metadata")?;
+    let controller = metadata
+        .get("ownerReferences")?
+        .as_seq()?
+        .iter()
+        .find(|r| r.get("controller") == Some(&Value::Bool(true)))?;
+    let name = controller.get("name")?.as_str()?;
+    let hash = metadata
+        .pointer(&["labels", "pod-template-hash"])
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty());
+    let deployment = match (controller.get("kind").and_then(Value::as_str), hash) {
+        (Some("ReplicaSet"), Some(hash)) => name
+            .strip_suffix(hash)
+            .and_then(|n| n.strip_suffix('-'))
+            .filter(|n| !n.is_empty()),
+        _ => None,
+    };
+    Some(deployment.unwrap_or(name).to_owned())
+}
+
 fn optional_map<'a>(v: Option<&'a Value>, path: &str) -> Result<Option<&'a Map>, InjectError> {
     match v {
         None | Some(Value::Null) => Ok(None),
@@ -245,6 +272,50 @@ mod tests {
         );
         assert_eq!(name(None, None, None, Some("web-")).as_deref(), Some("web"));
         assert_eq!(name(None, None, None, None), None);
+    }
+
+    #[test]
+    fn controllers_name_their_pods() {
+        let pod = |kind: &str, name: &str, hash: Option<&str>, controller: bool| {
+            let mut labels = Map::new();
+            if let Some(h) = hash {
+                labels.insert("pod-template-hash", Value::str(h));
+            }
+            let owner = Value::map([
+                ("kind", Value::str(kind)),
+                ("name", Value::str(name)),
+                ("controller", Value::Bool(controller)),
+            ]);
+            Value::map([(
+                "metadata",
+                Value::map([
+                    ("labels", Value::Map(labels)),
+                    ("ownerReferences", Value::Seq(vec![owner])),
+                ]),
+            )])
+        };
+        let name = |v: Value| controller_name(&v);
+        let rs = "reviews-v1-5d9c8b7f4";
+        assert_eq!(
+            name(pod("ReplicaSet", rs, Some("5d9c8b7f4"), true)).as_deref(),
+            Some("reviews-v1")
+        );
+        // A bare ReplicaSet, or one whose name does not end in the hash, keeps its name.
+        assert_eq!(name(pod("ReplicaSet", rs, None, true)).as_deref(), Some(rs));
+        assert_eq!(
+            name(pod("ReplicaSet", rs, Some("other"), true)).as_deref(),
+            Some(rs)
+        );
+        assert_eq!(
+            name(pod("ReplicaSet", "abc", Some("abc"), true)).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            name(pod("StatefulSet", "db", None, true)).as_deref(),
+            Some("db")
+        );
+        assert_eq!(name(pod("Job", "j", None, false)), None);
+        assert_eq!(name(Value::str("not a pod")), None);
     }
 
     #[test]

@@ -233,3 +233,29 @@ fn a_leaf_never_outlives_its_issuer() {
         ca.validity().not_after.timestamp()
     );
 }
+
+#[test]
+fn a_server_certificate_names_dns_only_and_needs_a_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (authority, _) = Authority::open(tmp.path()).expect("generated");
+    let now = OffsetDateTime::now_utc();
+    let lifetime = Duration::from_secs(600);
+    assert!(authority.issue_server(&spki(), &[], lifetime, now).is_err());
+    let chain = authority
+        .issue_server(&spki(), &["webhook.ns.svc".to_owned()], lifetime, now)
+        .expect("issued");
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).expect("parses");
+    let san = leaf
+        .subject_alternative_name()
+        .expect("san")
+        .expect("present");
+    assert_eq!(san.value.general_names.len(), 1);
+    assert!(matches!(
+        san.value.general_names[0],
+        x509_parser::extensions::GeneralName::DNSName("webhook.ns.svc")
+    ));
+    assert_eq!(
+        leaf.validity().not_after.timestamp(),
+        (now + lifetime).unix_timestamp()
+    );
+}
