@@ -5,7 +5,8 @@ PATH and with the small renderer below otherwise; when both are there, both rend
 agree. Then every rendered object is validated against the Kubernetes API schemas by
 kubernetes-validate in strict mode (unknown fields, wrong types and unknown kinds fail) for
 each version asked for, the references between objects are followed (selectors, named
-ports, service accounts, ConfigMaps, the webhook's Service), the control plane's contract
+ports, service accounts, ConfigMaps, the webhook's Service), pods of a namespace that
+enforces the restricted Pod Security level must meet it, the control plane's contract
 is checked (image, webhook settings, RBAC for the caBundle patch), the mesh ConfigMap's
 mesh.yaml goes through `skiff-xds check`, and the demo addon's app stand-in is run and asked.
 Exits 1 naming every problem found.
@@ -41,12 +42,27 @@ KUSTOMIZATION_API = "kustomize.config.k8s.io/v1beta1"
 # Kinds whose scope the renderer knows; an object of any other kind is refused, since
 # setting (or not setting) its namespace would be a guess.
 CLUSTER_SCOPED = {
-    "Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration", "PriorityClass",
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "PriorityClass",
 }
 NAMESPACED = {
-    "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Service", "Pod",
-    "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "PodDisruptionBudget",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "PodDisruptionBudget",
 }
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
@@ -86,7 +102,8 @@ def render_builtin(directory, stack=()):
     if unknown:
         raise RenderError(
             f"{path}: {', '.join(unknown)}: not understood by this renderer (it knows "
-            f"{', '.join(sorted(KUSTOMIZATION_KEYS))}); install kubectl, or extend k8s/validate.py")
+            f"{', '.join(sorted(KUSTOMIZATION_KEYS))}); install kubectl, or extend k8s/validate.py"
+        )
     if spec.get("apiVersion", KUSTOMIZATION_API) != KUSTOMIZATION_API:
         raise RenderError(f"{path}: apiVersion {spec['apiVersion']!r}, not {KUSTOMIZATION_API}")
     if spec.get("kind", "Kustomization") != "Kustomization":
@@ -115,7 +132,8 @@ def render_builtin(directory, stack=()):
                 # kustomize renames it; a manifest saying something else is a mistake here.
                 if meta["name"] != namespace:
                     raise RenderError(
-                        f"{path}: Namespace {meta['name']} would be renamed to {namespace}")
+                        f"{path}: Namespace {meta['name']} would be renamed to {namespace}"
+                    )
             elif kind in NAMESPACED:
                 meta["namespace"] = namespace
             elif kind not in CLUSTER_SCOPED:
@@ -131,8 +149,9 @@ def render_builtin(directory, stack=()):
 
 
 def render_kubectl(kubectl, directory):
-    out = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=False
+    )
     if out.returncode != 0:
         raise RenderError(f"kubectl kustomize {directory}: {out.stderr.strip()}")
     return [d for d in yaml.safe_load_all(out.stdout) if d is not None]
@@ -157,7 +176,8 @@ def compare_renders(name, ours, theirs):
     problems = []
     for key in sorted(set(mine) ^ set(kubectl)):
         side = "only the small renderer" if key in mine else "only kubectl"
-        problems.append(f"{name}: {key[1]} {key[2]}/{key[3]} rendered by {side}")
+        where = f"{key[2]}/{key[3]}" if key[2] else key[3]
+        problems.append(f"{name}: {key[1]} {where} rendered by {side}")
     for key in sorted(set(mine) & set(kubectl)):
         a = json.dumps(mine[key], indent=1, sort_keys=True).splitlines()
         b = json.dumps(kubectl[key], indent=1, sort_keys=True).splitlines()
@@ -175,7 +195,9 @@ def validate_schemas(name, objects, versions):
                 kubernetes_validate.validate(copy.deepcopy(obj), version, strict=True)
             except kubernetes_validate.ValidationError as e:
                 path = ".".join(str(p) for p in e.path) or "(top level)"
-                problems.append(f"{name}: {describe(obj)}: Kubernetes {version}: {path}: {e.message}")
+                problems.append(
+                    f"{name}: {describe(obj)}: Kubernetes {version}: {path}: {e.message}"
+                )
             except kubernetes_validate.SchemaNotFoundError as e:
                 problems.append(f"{name}: {describe(obj)}: {e.message}")
     return problems
@@ -206,7 +228,9 @@ def check_references(name, objects):
         selector = workload["spec"].get("selector", {}).get("matchLabels", {})
         labels = template.get("metadata", {}).get("labels", {})
         if workload["kind"] != "Job" and not labels_match(selector, labels):
-            problems.append(f"{name}: {describe(workload)}: selector {selector} does not match its pods' labels")
+            problems.append(
+                f"{name}: {describe(workload)}: selector {selector} does not match its pods' labels"
+            )
         pod = template["spec"]
         account = pod.get("serviceAccountName", "default")
         if account != "default" and not exists("ServiceAccount", ns, account):
@@ -214,13 +238,22 @@ def check_references(name, objects):
         for volume in pod.get("volumes", []):
             if "configMap" in volume and not volume["configMap"].get("optional"):
                 if not exists("ConfigMap", ns, volume["configMap"]["name"]):
-                    problems.append(f"{name}: {describe(workload)}: no ConfigMap {volume['configMap']['name']}")
+                    problems.append(
+                        f"{name}: {describe(workload)}: no ConfigMap {volume['configMap']['name']}"
+                    )
             if "secret" in volume and not volume["secret"].get("optional"):
-                problems.append(f"{name}: {describe(workload)}: Secret {volume['secret']['secretName']} is required; nothing here creates it")
+                problems.append(
+                    f"{name}: {describe(workload)}: Secret {volume['secret']['secretName']} "
+                    "is required; nothing here creates it"
+                )
 
     def selected(namespace, selector):
-        return [(w, t) for w, t in templates if w["metadata"].get("namespace", "") == namespace
-                and labels_match(selector, t.get("metadata", {}).get("labels", {}))]
+        return [
+            (w, t)
+            for w, t in templates
+            if w["metadata"].get("namespace", "") == namespace
+            and labels_match(selector, t.get("metadata", {}).get("labels", {}))
+        ]
 
     for svc in (o for o in objects if o["kind"] == "Service"):
         ns = svc["metadata"].get("namespace", "")
@@ -231,10 +264,19 @@ def check_references(name, objects):
             target = port.get("targetPort", port["port"])
             for workload, template in pods:
                 declared = [p for c in template["spec"]["containers"] for p in c.get("ports", [])]
-                found = any(p.get("name") == target if isinstance(target, str)
-                            else p["containerPort"] == target for p in declared)
+                found = any(
+                    (
+                        p.get("name") == target
+                        if isinstance(target, str)
+                        else p["containerPort"] == target
+                    )
+                    for p in declared
+                )
                 if not found:
-                    problems.append(f"{name}: {describe(svc)}: port {port.get('name', port['port'])} targets {target}, which {describe(workload)} does not declare")
+                    problems.append(
+                        f"{name}: {describe(svc)}: port {port.get('name', port['port'])} "
+                        f"targets {target}, which {describe(workload)} does not declare"
+                    )
 
     for pdb in (o for o in objects if o["kind"] == "PodDisruptionBudget"):
         selector = pdb["spec"].get("selector", {}).get("matchLabels", {})
@@ -248,25 +290,99 @@ def check_references(name, objects):
             problems.append(f"{name}: {describe(binding)}: no {ref['kind']} {ref['name']}")
         for subject in binding.get("subjects", []):
             if subject["kind"] == "ServiceAccount" and not exists(
-                    "ServiceAccount", subject.get("namespace", ""), subject["name"]):
-                problems.append(f"{name}: {describe(binding)}: no ServiceAccount {subject.get('namespace')}/{subject['name']}")
+                "ServiceAccount", subject.get("namespace", ""), subject["name"]
+            ):
+                problems.append(
+                    f"{name}: {describe(binding)}: "
+                    f"no ServiceAccount {subject.get('namespace')}/{subject['name']}"
+                )
 
     for config in (o for o in objects if o["kind"] == "MutatingWebhookConfiguration"):
         for hook in config.get("webhooks", []):
             svc = hook["clientConfig"].get("service")
             if not svc:
                 continue
-            match = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == svc["name"]
-                     and o["metadata"].get("namespace") == svc["namespace"]]
+            match = [
+                o
+                for o in objects
+                if o["kind"] == "Service"
+                and o["metadata"]["name"] == svc["name"]
+                and o["metadata"].get("namespace") == svc["namespace"]
+            ]
             if not match:
-                problems.append(f"{name}: webhook {hook['name']}: no Service {svc['namespace']}/{svc['name']}")
+                problems.append(
+                    f"{name}: webhook {hook['name']}: no Service {svc['namespace']}/{svc['name']}"
+                )
             elif svc.get("port", 443) not in [p["port"] for p in match[0]["spec"]["ports"]]:
-                problems.append(f"{name}: webhook {hook['name']}: Service {svc['name']} has no port {svc.get('port', 443)}")
+                problems.append(
+                    f"{name}: webhook {hook['name']}: "
+                    f"Service {svc['name']} has no port {svc.get('port', 443)}"
+                )
+    return problems
+
+
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def check_pod_security(rendered):
+    """Pods in a namespace that enforces the restricted Pod Security level must meet it, or
+    the API server refuses them; the rules are checked here as the admission plugin would."""
+    restricted = {
+        o["metadata"]["name"]
+        for objects in rendered.values()
+        for o in objects
+        if o["kind"] == "Namespace"
+        and o["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce")
+        == "restricted"
+    }
+    problems = []
+    for name, objects in rendered.items():
+        for workload, template in pod_templates(objects):
+            if workload["metadata"].get("namespace") not in restricted:
+                continue
+            pod = template["spec"]
+            pod_sc = pod.get("securityContext", {})
+            where = f"{name}: {describe(workload)} (restricted Pod Security)"
+            for field in ("hostNetwork", "hostPID", "hostIPC"):
+                if pod.get(field):
+                    problems.append(f"{where}: {field}")
+            for volume in pod.get("volumes", []):
+                kinds = set(volume) - {"name"}
+                if not kinds <= RESTRICTED_VOLUMES:
+                    problems.append(f"{where}: volume {volume['name']} is {', '.join(kinds)}")
+            for c in pod.get("initContainers", []) + pod["containers"]:
+                sc = c.get("securityContext", {})
+                caps = sc.get("capabilities", {})
+                merged = {**pod_sc, **sc}
+                if merged.get("runAsNonRoot") is not True or merged.get("runAsUser") == 0:
+                    problems.append(f"{where}: container {c['name']} may run as root")
+                if sc.get("allowPrivilegeEscalation") is not False or sc.get("privileged"):
+                    problems.append(f"{where}: container {c['name']} may escalate privileges")
+                if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {
+                    "NET_BIND_SERVICE"
+                }:
+                    problems.append(f"{where}: container {c['name']} keeps capabilities")
+                seccomp = merged.get("seccompProfile", {}).get("type")
+                if seccomp not in ("RuntimeDefault", "Localhost"):
+                    problems.append(f"{where}: container {c['name']} has no seccomp profile")
+                if any("hostPort" in p for p in c.get("ports", [])):
+                    problems.append(f"{where}: container {c['name']} uses a hostPort")
     return problems
 
 
 def find(objects, kind, obj_name):
-    return next((o for o in objects if o["kind"] == kind and o["metadata"]["name"] == obj_name), None)
+    return next(
+        (o for o in objects if o["kind"] == kind and o["metadata"]["name"] == obj_name), None
+    )
 
 
 def check_control_plane(objects, injector_image):
@@ -278,7 +394,10 @@ def check_control_plane(objects, injector_image):
     pod = deploy["spec"]["template"]["spec"]
     for container in pod.get("initContainers", []) + pod["containers"]:
         if container["image"] != injector_image:
-            problems.append(f"k8s: container {container['name']} runs {container['image']}, the injector puts {injector_image} into pods")
+            problems.append(
+                f"k8s: container {container['name']} runs {container['image']}, "
+                f"the injector puts {injector_image} into pods"
+            )
     main = next((c for c in pod["containers"] if c["name"] == "skiff-xds"), None)
     if main is None or main.get("args", [])[:2] != ["serve", "--kubernetes"]:
         problems.append("k8s: the skiff-xds container does not run `skiff-xds serve --kubernetes`")
@@ -287,31 +406,51 @@ def check_control_plane(objects, injector_image):
     if config is None:
         return problems + [f"k8s: no MutatingWebhookConfiguration {WEBHOOK_CONFIG}"]
     expected = {
-        "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+        "failurePolicy": "Ignore",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
         "reinvocationPolicy": "Never",
         "namespaceSelector": {"matchLabels": {INJECT_LABEL: "enabled"}},
-        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                   "resources": ["pods"], "scope": "Namespaced"}],
+        "rules": [
+            {
+                "operations": ["CREATE"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "scope": "Namespaced",
+            }
+        ],
     }
     for hook in config["webhooks"]:
         for field, value in expected.items():
             if hook.get(field) != value:
-                problems.append(f"k8s: webhook {hook['name']}: {field} is {hook.get(field)!r}, not {value!r}")
+                problems.append(
+                    f"k8s: webhook {hook['name']}: {field} is {hook.get(field)!r}, not {value!r}"
+                )
         if not 1 <= hook.get("timeoutSeconds", 10) <= 10:
-            problems.append(f"k8s: webhook {hook['name']}: timeoutSeconds should be short (at most 10)")
+            problems.append(
+                f"k8s: webhook {hook['name']}: timeoutSeconds should be short (at most 10)"
+            )
         if hook["clientConfig"].get("service", {}).get("path") != "/inject":
             problems.append(f"k8s: webhook {hook['name']}: path is not /inject")
         if "caBundle" in hook["clientConfig"]:
-            problems.append(f"k8s: webhook {hook['name']}: caBundle is set; the control plane patches it")
+            problems.append(
+                f"k8s: webhook {hook['name']}: caBundle is set; the control plane patches it"
+            )
 
     may_patch = any(
         "admissionregistration.k8s.io" in rule.get("apiGroups", [])
         and "mutatingwebhookconfigurations" in rule.get("resources", [])
         and WEBHOOK_CONFIG in rule.get("resourceNames", [])
         and "patch" in rule.get("verbs", [])
-        for role in objects if role["kind"] == "ClusterRole" for rule in role.get("rules", []))
+        for role in objects
+        if role["kind"] == "ClusterRole"
+        for rule in role.get("rules", [])
+    )
     if not may_patch:
-        problems.append(f"k8s: no ClusterRole may patch mutatingwebhookconfigurations/{WEBHOOK_CONFIG}")
+        problems.append(
+            f"k8s: no ClusterRole may patch mutatingwebhookconfigurations/{WEBHOOK_CONFIG}"
+        )
     return problems
 
 
@@ -322,7 +461,9 @@ def check_mesh(objects, skiff_xds, work):
         return [f"k8s: no ConfigMap {name} with the key {key}"]
     path = pathlib.Path(work) / key
     path.write_text(config["data"][key], encoding="utf-8")
-    out = subprocess.run([skiff_xds, "check", str(path)], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [skiff_xds, "check", str(path)], capture_output=True, text=True, check=False
+    )
     if out.returncode != 0:
         return [f"k8s: ConfigMap {name}: skiff-xds check refuses {key}:\n{out.stdout}{out.stderr}"]
     return []
@@ -331,9 +472,14 @@ def check_mesh(objects, skiff_xds, work):
 def injector_image(skiff_xds, work):
     """The image `skiff-xds inject` puts into a pod by default."""
     pod = pathlib.Path(work) / "pod.yaml"
-    pod.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
-                   "spec: {containers: [{name: app, image: app}]}\n", encoding="utf-8")
-    out = subprocess.run([skiff_xds, "inject", "-f", str(pod)], capture_output=True, text=True, check=True)
+    pod.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
+        "spec: {containers: [{name: app, image: app}]}\n",
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [skiff_xds, "inject", "-f", str(pod)], capture_output=True, text=True, check=True
+    )
     injected = yaml.safe_load(out.stdout)
     return injected["spec"]["initContainers"][0]["image"]
 
@@ -341,7 +487,9 @@ def injector_image(skiff_xds, work):
 def check_addons(rendered):
     problems = []
     control_plane = find(rendered[CONTROL_PLANE], "MutatingWebhookConfiguration", WEBHOOK_CONFIG)
-    wanted = control_plane["webhooks"][0]["namespaceSelector"]["matchLabels"] if control_plane else {}
+    wanted = (
+        control_plane["webhooks"][0]["namespaceSelector"]["matchLabels"] if control_plane else {}
+    )
     namespaces = [o for o in rendered[DEMO] if o["kind"] == "Namespace"]
     if not any(labels_match(wanted, n["metadata"].get("labels", {})) for n in namespaces):
         problems.append(f"{DEMO}: no Namespace the webhook selects ({wanted})")
@@ -373,8 +521,13 @@ def readline(proc, timeout=10):
 
 
 def start_app(script, env):
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env={**os.environ, **env})
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **env},
+    )
     prefix = "demo app listening on "
     try:
         line = readline(proc)
@@ -383,7 +536,7 @@ def start_app(script, env):
     except RuntimeError:
         stop(proc)
         raise
-    return proc, line[len(prefix):].strip()
+    return proc, line[len(prefix) :].strip()
 
 
 def stop(proc):
@@ -420,9 +573,14 @@ def check_demo_app(objects, work):
         for path, body, status, text in expectations:
             got_status, headers, got = get(url + path, body)
             if got_status != status or (text is not None and got != text):
-                problems.append(f"{DEMO}: app.py: {path} answered {got_status} {got!r}, expected {status} {text!r}")
+                problems.append(
+                    f"{DEMO}: app.py: {path} answered {got_status} {got!r}, "
+                    f"expected {status} {text!r}"
+                )
             if headers.get("x-served-by") != "reviews-v2":
-                problems.append(f"{DEMO}: app.py: {path}: x-served-by is {headers.get('x-served-by')!r}")
+                problems.append(
+                    f"{DEMO}: app.py: {path}: x-served-by is {headers.get('x-served-by')!r}"
+                )
         caller, _ = start_app(script, {**base, "DEMO_CALL": url + "/", "DEMO_CALL_INTERVAL": "0.1"})
         procs.append(caller)
         line = readline(caller).strip()
@@ -439,10 +597,19 @@ def check_demo_app(objects, work):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skiff-xds", required=True, help="the skiff-xds binary")
-    parser.add_argument("--kubernetes-version", action="append", dest="versions",
-                        help="validate for this version (repeatable); default: 1.29.0 and the newest known")
-    parser.add_argument("--renderer", choices=["auto", "kubectl", "builtin"], default="auto",
-                        help="auto: kubectl when on PATH (and the small renderer, compared), else the small renderer")
+    parser.add_argument(
+        "--kubernetes-version",
+        action="append",
+        dest="versions",
+        help="validate for this version (repeatable); default: 1.29.0 and the newest known",
+    )
+    parser.add_argument(
+        "--renderer",
+        choices=["auto", "kubectl", "builtin"],
+        default="auto",
+        help="auto: kubectl when on PATH (compared with the small renderer), "
+        "else the small renderer",
+    )
     args = parser.parse_args()
     versions = args.versions or ["1.29.0", kv_utils.latest_version()]
 
@@ -472,6 +639,8 @@ def main():
         problems += validate_schemas(name, objects, versions)
         problems += check_references(name, objects)
 
+    problems += check_pod_security(rendered)
+
     with tempfile.TemporaryDirectory(prefix="skiff-k8s-validate-") as work:
         if CONTROL_PLANE in rendered:
             image = injector_image(args.skiff_xds, work)
@@ -487,8 +656,11 @@ def main():
             print(f"validate: FAILED: {problem}", file=sys.stderr)
         print(f"validate: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"validate: every object is valid; the mesh ConfigMap passes skiff-xds check; "
-          f"the demo app answers", file=sys.stderr)
+    print(
+        "validate: every object is valid; the mesh ConfigMap passes skiff-xds check; "
+        "the demo app answers",
+        file=sys.stderr,
+    )
     return 0
 
 
