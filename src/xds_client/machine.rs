@@ -193,6 +193,18 @@ impl Machine {
             .collect()
     }
 
+    /// Whether what the proxy subscribed to at start is installed: every type answered on
+    /// this stream and, when a service claims the catch-all, that service is whole (with its
+    /// endpoints and backends). Until then `/ready` stays false, so the first requests do
+    /// not meet a catch-all whose endpoints are still on their way.
+    pub fn ready(&self) -> bool {
+        self.first_seen.len() == Kind::ALL.len()
+            && self
+                .aliases
+                .get(CATCH_ALL_ALIAS)
+                .is_none_or(|service| self.complete(service))
+    }
+
     /// The stream ended; what is held stays for the next one.
     pub fn closed(&mut self) {
         self.connected = false;

@@ -534,3 +534,65 @@ fn pod_churn_replaces_endpoints_in_place_and_a_new_service_compiles_the_mesh() {
     );
     assert_eq!(port.updates.len(), 1);
 }
+
+#[test]
+fn ready_waits_for_the_catch_all_service_and_its_endpoints() {
+    let res = resources();
+    let mut m = machine();
+    let mut port = FakePort::default();
+    m.open();
+    let none: &[&str] = &[];
+    m.on_response(
+        response(&res, Kind::Workload, &[("default/client", none)], "w1"),
+        &mut port,
+    );
+    m.on_response(
+        response(
+            &res,
+            Kind::MeshSettings,
+            &[(resource::MESH_SETTINGS_NAME, none)],
+            "m1",
+        ),
+        &mut port,
+    );
+    m.on_response(response(&res, Kind::Authorization, &[], "a1"), &mut port);
+    // The first Endpoints answer is for the empty start subscription.
+    m.on_response(response(&res, Kind::Endpoints, &[], "e0"), &mut port);
+    m.on_response(
+        response(
+            &res,
+            Kind::Service,
+            &[("default/web", &[CATCH_ALL_ALIAS])],
+            "s1",
+        ),
+        &mut port,
+    );
+    assert_eq!(port.installs.len(), 1, "every type answered: installed");
+    assert!(
+        !m.ready(),
+        "the catch-all service's endpoints are not in yet"
+    );
+    m.on_response(
+        response(&res, Kind::Endpoints, &[("default/web", none)], "e1"),
+        &mut port,
+    );
+    assert!(m.ready());
+
+    // No service claims the catch-all: ready once every type answered.
+    let mut m = machine();
+    let mut port = FakePort::default();
+    m.open();
+    for (kind, nonce) in [
+        (Kind::Workload, "w1"),
+        (Kind::MeshSettings, "m1"),
+        (Kind::Authorization, "a1"),
+        (Kind::Endpoints, "e1"),
+    ] {
+        m.on_response(response(&res, kind, &[], nonce), &mut port);
+        assert!(!m.ready(), "{kind} is not the last type");
+    }
+    let mut missing = response(&res, Kind::Service, &[], "s1");
+    missing.removed_resources = vec![CATCH_ALL_ALIAS.to_owned()];
+    m.on_response(missing, &mut port);
+    assert!(m.ready());
+}

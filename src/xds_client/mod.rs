@@ -175,7 +175,9 @@ impl Client<'_> {
                     let Some(rsp) = msg? else { return Ok(()) };
                     backoff.reset();
                     let out = machine.on_response(rsp, &mut port);
-                    if self.state.is_applied() {
+                    // Ready once what was subscribed at start is installed; after that a
+                    // reconnect never takes readiness back.
+                    if self.state.is_applied() && (machine.ready() || *self.applied.borrow()) {
                         self.applied.send_replace(true);
                     }
                     out
