@@ -3,6 +3,7 @@
 
 use std::{
     convert::Infallible,
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -31,7 +32,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// Serves the admin API until the process exits (it keeps answering while draining).
 pub async fn serve(listener: TcpListener, state: Arc<State>) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "admin accept failed");
@@ -43,7 +44,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req).await) }
+                async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -65,7 +66,13 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     rsp
 }
 
-async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Whether `peer` may change the proxy (`PUT /logging`): only from the pod itself. The admin
+/// port listens on the pod IP for the kubelet's probes, which only read.
+fn may_write(peer: SocketAddr) -> bool {
+    peer.ip().to_canonical().is_loopback()
+}
+
+async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         (&Method::GET, "/ready") => {
@@ -96,6 +103,11 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         (&Method::GET, "/config_dump") => json(config_dump(state)),
         (&Method::GET, "/logging") => text(StatusCode::OK, format!("{}\n", state.logs.current())),
+        (&Method::PUT | &Method::POST, "/logging") if !may_write(peer) => text(
+            StatusCode::FORBIDDEN,
+            "the log level can be changed from the pod itself only (loopback): use kubectl exec \
+             or kubectl port-forward\n",
+        ),
         (&Method::PUT | &Method::POST, "/logging") => {
             let body = match Limited::new(req.into_body(), 4096).collect().await {
                 Ok(b) => b.to_bytes(),
@@ -293,4 +305,24 @@ fn config_dump(state: &State) -> Value {
                 .collect::<serde_json::Map<_, _>>()
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_only_from_loopback() {
+        for (peer, ok) in [
+            ("127.0.0.1:5000", true),
+            ("127.0.0.9:5000", true),
+            ("[::1]:5000", true),
+            ("[::ffff:127.0.0.1]:5000", true),
+            ("10.1.2.3:5000", false),
+            ("[::ffff:10.1.2.3]:5000", false),
+            ("[fd00::1]:5000", false),
+        ] {
+            assert_eq!(may_write(peer.parse().unwrap()), ok, "{peer}");
+        }
+    }
 }
