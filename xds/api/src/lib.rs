@@ -16,4 +16,4 @@ pub mod pb {
 }
 
 pub use duration::Dur;
-pub use validate::{ConfigError, FieldError, load, summary};
+pub use validate::{ConfigError, FieldError, load, load_fragment, summary};

@@ -117,20 +117,24 @@ pub enum LoadBalancer {
     RoundRobin,
 }
 
-/// One endpoint: a meshed workload (its inbound listener) or a plain address.
+/// One endpoint: a meshed workload (its inbound listener), a plain address, or both: one
+/// replica of a workload at its own address (a Kubernetes pod).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Endpoint {
     /// A workload of this mesh file (same namespace as the service unless `namespace` is set).
+    /// Alone it means the workload's `inbound.listen`; with `address`, a replica of it there
+    /// (authorization on the workload then applies to it; it needs no `inbound`).
     #[serde(default)]
     pub workload: Option<String>,
     /// Namespace of `workload`. Default: the service's namespace.
     #[serde(default)]
     pub namespace: Option<String>,
-    /// A plain `ip:port`.
+    /// An `ip:port`.
     #[serde(default)]
     pub address: Option<SocketAddr>,
-    /// Expected SPIFFE identity of a plain address (present: mesh mTLS to it).
+    /// Expected SPIFFE identity at `address` (present: mesh mTLS to it). Default: none for a
+    /// plain address (plaintext), the workload's SPIFFE ID for a workload's replica.
     #[serde(default)]
     pub identity: Option<String>,
     #[serde(default)]

@@ -20,7 +20,7 @@ pub use self::{
     error::InjectError,
     manifest::{Injected, ManifestError, Note, Place, Problem, inject as inject_manifests},
     patch::{PatchOp, diff},
-    pod::{Report, Skip, controller_name, workload_name},
+    pod::{Report, Skip, controller_name, controller_workload, workload_name},
     settings::{
         ADMIN_PORT, DEFAULT_CONTROL_PLANE, INIT_CONTAINER, PROXY_CONTAINER, PROXY_UID, Resources,
         Settings, TOKEN_AUDIENCE, TOKEN_MOUNT_PATH, TOKEN_VOLUME, default_image,

@@ -207,16 +207,31 @@ pub fn controller_name(pod: &Value) -> Option<String> {
     let name = controller.get("name")?.as_str()?;
     let hash = metadata
         .pointer(&["labels", "pod-template-hash"])
-        .and_then(Value::as_str)
-        .filter(|h| !h.is_empty());
-    let deployment = match (controller.get("kind").and_then(Value::as_str), hash) {
+        .and_then(Value::as_str);
+    Some(controller_workload(
+        controller.get("kind").and_then(Value::as_str),
+        name,
+        hash,
+    ))
+}
+
+/// The workload named by a pod's controller (`kind`, `name`) given the pod's
+/// `pod-template-hash` label: a Deployment's name for its ReplicaSet, else the controller's
+/// own. The rule of [`controller_name`], for callers that hold typed objects.
+pub fn controller_workload(
+    kind: Option<&str>,
+    name: &str,
+    pod_template_hash: Option<&str>,
+) -> String {
+    let hash = pod_template_hash.filter(|h| !h.is_empty());
+    let deployment = match (kind, hash) {
         (Some("ReplicaSet"), Some(hash)) => name
             .strip_suffix(hash)
             .and_then(|n| n.strip_suffix('-'))
             .filter(|n| !n.is_empty()),
         _ => None,
     };
-    Some(deployment.unwrap_or(name).to_owned())
+    deployment.unwrap_or(name).to_owned()
 }
 
 fn optional_map<'a>(v: Option<&'a Value>, path: &str) -> Result<Option<&'a Map>, InjectError> {

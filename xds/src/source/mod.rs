@@ -4,6 +4,7 @@
 //! store compiles them, with the CA's trust anchors put into `MeshSettings`.
 
 pub mod file;
+pub mod kube;
 
 use std::sync::{Arc, Mutex};
 

@@ -121,8 +121,9 @@ fn value_match(v: &model::ValueMatch) -> pb::ValueMatch {
     }
 }
 
-/// The service's endpoints with every workload resolved to its inbound listener and SPIFFE
-/// ID. An endpoint that does not resolve (a workload that is missing or has no inbound, or
+/// The service's endpoints with every workload resolved to its address (the endpoint's own,
+/// else the workload's inbound listener) and identity (the endpoint's, else the workload's
+/// SPIFFE ID). An endpoint that does not resolve (a workload that is missing or has no inbound, or
 /// neither workload nor address) only exists in a mesh `validate` refuses; it is left out.
 pub(super) fn endpoints(
     svc: &model::Service,
@@ -134,11 +135,18 @@ pub(super) fn endpoints(
         .iter()
         .filter_map(|ep| {
             let (address, identity) = match (&ep.workload, ep.address) {
-                (Some(name), _) => {
+                (Some(name), address) => {
                     let ns = ep.namespace.as_deref().unwrap_or(&svc.namespace);
                     let w = workloads.get(&(ns, name.as_str()))?;
-                    let listen = w.inbound.as_ref()?.listen;
-                    (listen, w.spiffe_id(trust_domain))
+                    let address = match address {
+                        Some(a) => a,
+                        None => w.inbound.as_ref()?.listen,
+                    };
+                    let identity = match &ep.identity {
+                        Some(id) => id.clone(),
+                        None => w.spiffe_id(trust_domain),
+                    };
+                    (address, identity)
                 }
                 (None, Some(address)) => (address, ep.identity.clone().unwrap_or_default()),
                 (None, None) => return None,

@@ -28,6 +28,15 @@ impl<'a> MeshIndex<'a> {
         Self::build(mesh, true)
     }
 
+    /// An index of a mesh file that another source completes (the Kubernetes source adds
+    /// services, endpoints and workloads): references to services and workloads it does not
+    /// hold are taken on trust, and identities are checked against its trust domain.
+    pub(super) fn fragment(mesh: &'a MeshFile) -> Self {
+        let mut index = Self::build(mesh, true);
+        index.trust_domain = Some(mesh.mesh.trust_domain.as_str());
+        index
+    }
+
     fn build(mesh: &'a MeshFile, partial: bool) -> Self {
         let trust_domain = mesh.mesh.trust_domain.as_str();
         let mut services = HashMap::new();

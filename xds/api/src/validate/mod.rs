@@ -70,6 +70,15 @@ pub fn validate(mesh: &MeshFile) -> Result<(), ConfigError> {
     check(mesh, &MeshIndex::new(mesh))
 }
 
+/// Parses and validates a mesh file that another source completes, such as the Kubernetes
+/// source's ConfigMap: as [`load`], except that references to services and workloads the
+/// file does not hold are not errors (the merged mesh is validated whole afterwards).
+pub fn load_fragment(text: &str) -> Result<MeshFile, ConfigError> {
+    let mesh = parse(text)?;
+    check(&mesh, &MeshIndex::fragment(&mesh))?;
+    Ok(mesh)
+}
+
 /// The rules of [`validate`] for a mesh file built around one received resource: references
 /// to services and workloads the file does not hold are not errors (they are other resources,
 /// and the control plane checked them), and the trust domain of identities is not checked.

@@ -81,13 +81,13 @@ fn check<'a>(
         let here = at.key("endpoints").index(j);
         check_endpoint(ep, svc, &here, index, report);
         let key = match (&ep.workload, ep.address) {
-            (Some(w), None) => (
+            (Some(w), address) => (
                 Some(w.as_str()),
                 ep.namespace.as_deref().unwrap_or(&svc.namespace),
-                None,
+                address,
             ),
             (None, Some(addr)) => (None, "", Some(addr)),
-            _ => continue,
+            (None, None) => continue,
         };
         match seen.entry(key) {
             Entry::Occupied(first) => report.add(
@@ -170,10 +170,8 @@ fn check_endpoint(
     index: &MeshIndex<'_>,
     report: &mut Report,
 ) {
-    match (&ep.workload, &ep.address) {
-        (None, None) => report.add(at, "must set one of workload or address"),
-        (Some(_), Some(_)) => report.add(at, "must set only one of workload or address"),
-        _ => {}
+    if ep.workload.is_none() && ep.address.is_none() {
+        report.add(at, "must set workload, address or both");
     }
 
     let namespace = match (&ep.namespace, &ep.workload) {
@@ -201,13 +199,14 @@ fn check_endpoint(
                     &here,
                     format!("no workload {workload:?} in namespace {ns:?}"),
                 ),
-                Some((w, declared)) if declared.inbound.is_none() => report.add(
-                    &here,
-                    format!(
-                        "workload {workload:?} (workloads[{w}]) has no inbound; \
-                         the endpoint means its sidecar's inbound.listen"
+                Some((w, declared)) if declared.inbound.is_none() && ep.address.is_none() => report
+                    .add(
+                        &here,
+                        format!(
+                            "workload {workload:?} (workloads[{w}]) has no inbound; \
+                             without an address the endpoint means its sidecar's inbound.listen"
+                        ),
                     ),
-                ),
                 Some(_) => {}
             },
         }

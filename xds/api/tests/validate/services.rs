@@ -109,13 +109,34 @@ fn endpoints_are_a_workload_or_an_address() {
         &with_endpoints("{ address: '127.0.0.1:1' }, { labels: { a: b } }"),
         "services[0].endpoints[1]",
     );
-    only(
-        &with_endpoints("{ workload: w, address: '127.0.0.1:1' }"),
-        "services[0].endpoints[0]",
-    );
     valid(&with_endpoints(
         "{ workload: w }, { address: '127.0.0.1:1' }",
     ));
+}
+
+#[test]
+fn a_workload_replica_has_its_own_address_and_needs_no_inbound() {
+    // Two replicas of one workload (pods), one with a stated identity.
+    valid(&with_endpoints(
+        "{ workload: bare, address: '10.0.0.1:80' }, \
+         { workload: bare, address: '10.0.0.2:80', identity: 'spiffe://cluster.local/ns/default/sa/x' }",
+    ));
+    only(
+        &with_endpoints(
+            "{ workload: bare, address: '10.0.0.1:80' }, { workload: bare, address: '10.0.0.1:80' }",
+        ),
+        "services[0].endpoints[1]",
+    );
+    only(
+        &with_endpoints("{ workload: ghost, address: '10.0.0.1:80' }"),
+        "services[0].endpoints[0].workload",
+    );
+    only(
+        &with_endpoints(
+            "{ workload: bare, address: '10.0.0.1:80', identity: 'spiffe://other.org/ns/default/sa/x' }",
+        ),
+        "services[0].endpoints[0].identity",
+    );
 }
 
 #[test]
