@@ -613,11 +613,20 @@ fn compile_members(
         // An address wins: a received workload endpoint whose Workload the proxy does not hold
         // comes with the address and identity it resolved to.
         let (addr, workload, identity) = match (&ep.workload, ep.address) {
-            (w, Some(a)) => (
-                a,
-                w.as_deref().map(Arc::<str>::from),
-                ep.identity.as_deref().map(Arc::<str>::from),
-            ),
+            (w, Some(a)) => {
+                // A replica of a workload proves the workload's identity unless it names one
+                // (received endpoints come with theirs resolved).
+                let identity = ep.identity.clone().or_else(|| {
+                    let w = w.as_deref()?;
+                    let ns = ep.namespace.as_deref().unwrap_or(&svc.namespace);
+                    Some(workloads.get(&(w, ns))?.spiffe_id(trust_domain))
+                });
+                (
+                    a,
+                    w.as_deref().map(Arc::<str>::from),
+                    identity.as_deref().map(Arc::<str>::from),
+                )
+            }
             (Some(w), None) => {
                 let ns = ep.namespace.as_deref().unwrap_or(&svc.namespace);
                 let found = workloads
@@ -798,5 +807,52 @@ mod tests {
         let unknown = ["default/ratings".to_owned()];
         assert!(!snap.update_endpoints(&next, &unknown, &cx("3")).unwrap());
         assert_eq!(*snap.version(), "2");
+    }
+
+    #[test]
+    fn a_workload_replica_at_an_address_proves_the_workloads_identity() {
+        let (settings, metrics) = (settings(), Metrics::new());
+        let (resilience, authz) = (ResilienceMetrics::default(), AuthzMetrics::default());
+        let cx = CompileContext {
+            settings: &settings,
+            metrics: &metrics,
+            resilience: &resilience,
+            tls: None,
+            authz: &authz,
+            policies_selected: false,
+            workload: None,
+            version: "1".to_owned(),
+        };
+        let mesh = skiff_api::load(
+            "services:
+  - name: reviews
+    endpoints:
+      - { workload: reviews-v1, address: 10.0.0.7:9080 }
+      - { workload: reviews-v1, address: 10.0.0.8:9080, identity: spiffe://cluster.local/ns/default/sa/other }
+workloads:
+  - name: reviews-v1
+    serviceAccount: reviews
+",
+        )
+        .expect("valid");
+        let snap = Snapshot::compile(&mesh, &cx, None).unwrap();
+        let members = snap.services[0].cluster.members();
+        let ids: Vec<Option<&str>> = members
+            .endpoints
+            .endpoints()
+            .iter()
+            .map(|e| e.identity.as_deref())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                Some("spiffe://cluster.local/ns/default/sa/reviews"),
+                Some("spiffe://cluster.local/ns/default/sa/other")
+            ]
+        );
+        assert_eq!(
+            members.endpoints.endpoints()[0].workload.as_deref(),
+            Some("reviews-v1")
+        );
     }
 }
