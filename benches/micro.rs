@@ -413,8 +413,74 @@ fn tls_handshake(c: &mut Criterion) {
     });
 }
 
+/// A mesh of `services` services with `routes` routes each (the last one regex-matched).
+fn mesh_of(services: usize, routes: usize) -> String {
+    let mut y = String::from("services:\n");
+    for i in 0..services {
+        y.push_str(&format!(
+            "  - name: svc-{i}\n    endpoints: [ {{ address: 127.0.0.1:{} }} ]\n    routes:\n",
+            10_000 + i
+        ));
+        for r in 0..routes {
+            y.push_str(&format!(
+                "      - name: r{r}\n        matches: [ {{ path: {{ type: RegularExpression, value: \"/p{r}/[a-z]+\" }} }} ]\n"
+            ));
+        }
+    }
+    y
+}
+
+/// What applying one `Endpoints` update costs the proxy (issue 17): that service's endpoint
+/// set replaced in place, with 10 and with 1,000 services of 10 routes held. Nothing else is
+/// compiled, so it must not grow with the services and routes held; the `_full_compile` rows
+/// are the whole compile the same change cost before.
+fn endpoints_update(c: &mut Criterion) {
+    let (metrics, settings, resilience) =
+        (Metrics::new(), settings(), ResilienceMetrics::default());
+    let authz = AuthzMetrics::default();
+    let cx = CompileContext {
+        settings: &settings,
+        metrics: &metrics,
+        resilience: &resilience,
+        tls: None,
+        authz: &authz,
+        policies_selected: false,
+        workload: None,
+        version: "bench".into(),
+    };
+    // The changed service alone, as the xDS client hands it over, in two versions.
+    let update = |first: u16| {
+        skiff_api::load(&format!(
+            "services:\n  - name: svc-0\n    endpoints: [ {{ address: 127.0.0.1:{first} }}, {{ address: 127.0.0.1:{} }} ]\n",
+            first + 1
+        ))
+        .expect("valid update")
+    };
+    let (a, b) = (update(20_000), update(20_001));
+    let changed = ["default/svc-0".to_owned()];
+    let mut g = c.benchmark_group("endpoints_update");
+    for services in [10, 1000] {
+        let mesh = skiff_api::load(&mesh_of(services, 10)).expect("valid bench mesh");
+        let snap = Snapshot::compile(&mesh, &cx, None).expect("bench mesh compiles");
+        g.bench_function(format!("{services}_services"), |bch| {
+            let mut flip = false;
+            bch.iter(|| {
+                flip = !flip;
+                let next = if flip { &a } else { &b };
+                black_box(snap.update_endpoints(next, &changed, &cx).expect("applies"))
+            });
+        });
+        // For scale: what the same change cost before, a whole compile of the held mesh.
+        g.bench_function(format!("{services}_services_full_compile"), |bch| {
+            bch.iter(|| black_box(Snapshot::compile(&mesh, &cx, Some(&snap)).expect("compiles")));
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    endpoints_update,
     route_select,
     detection,
     header_hygiene,

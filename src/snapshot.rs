@@ -100,6 +100,8 @@ pub struct Snapshot {
     /// `mesh.tracing.sampling`: the ratio of new traces sampled, when the mesh sets it.
     pub sampling: Option<f64>,
     pub services: Vec<Arc<Service>>,
+    /// By resource name (`namespace/name`).
+    by_name: HashMap<String, Arc<Service>>,
     by_addr: HashMap<SocketAddr, Arc<Service>>,
     by_host: HashMap<String, Arc<Service>, FastHash>,
     catch_all: Option<Arc<Service>>,
@@ -332,6 +334,15 @@ impl Snapshot {
             trust_anchors: Arc::new(mesh.mesh.trust_anchors.clone()),
             identity,
             sampling: mesh.mesh.tracing.as_ref().and_then(|t| t.sampling),
+            by_name: services
+                .iter()
+                .map(|s| {
+                    (
+                        skiff_api::resource::resource_name(&s.namespace, &s.name),
+                        s.clone(),
+                    )
+                })
+                .collect(),
             services,
             by_addr,
             by_host,
@@ -349,6 +360,7 @@ impl Snapshot {
             identity: None,
             sampling: None,
             services: Vec::new(),
+            by_name: HashMap::new(),
             by_addr: HashMap::new(),
             by_host: HashMap::with_hasher(FastHash::default()),
             catch_all: None,
@@ -362,7 +374,7 @@ impl Snapshot {
     }
 
     /// Replaces the endpoints of the services named in `changed` (`namespace/name`) with
-    /// what `mesh` now gives them, in place: each keeps its cluster (so the routes that
+    /// what `mesh` (which may hold only those services) now gives them, in place: each keeps its cluster (so the routes that
     /// send to it), breaker, budget and outlier policy, and an endpoint that stays keeps its
     /// load estimate, ejection and pooled connections. Nothing else is compiled. `Ok(false)`:
     /// a named service is not in this snapshot (or not in `mesh`), and nothing changed; the
@@ -383,11 +395,7 @@ impl Snapshot {
             let Some((i, svc)) = found else {
                 return Ok(false);
             };
-            let Some(live) = self
-                .services
-                .iter()
-                .find(|s| *s.name == *svc.name && *s.namespace == *svc.namespace)
-            else {
+            let Some(live) = self.by_name.get(name) else {
                 return Ok(false);
             };
             let cluster = &live.cluster;

@@ -559,7 +559,7 @@ impl Machine {
         port: &mut dyn Port,
     ) -> bool {
         let (generation, version) = self.next_version();
-        match port.update_endpoints(&self.mesh_file(next), changed, version) {
+        match port.update_endpoints(&next.services_file(changed), changed, version) {
             Ok(true) => {
                 self.generation = generation;
                 true

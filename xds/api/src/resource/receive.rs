@@ -328,17 +328,7 @@ impl Received {
         let services = self
             .services
             .iter()
-            .map(|(name, svc)| {
-                let mut svc = svc.clone();
-                if let Some(eps) = self.endpoints.get(name) {
-                    svc.endpoints = eps
-                        .endpoints
-                        .iter()
-                        .map(|r| self.rebuild_endpoint(r, &svc.namespace))
-                        .collect();
-                }
-                svc
-            })
+            .map(|(name, svc)| self.with_endpoints(name, svc))
             .collect();
         MeshFile {
             mesh: self.mesh.clone().unwrap_or_default(),
@@ -346,6 +336,34 @@ impl Received {
             workloads: self.workloads.values().cloned().collect(),
             authorization: self.authorizations.values().cloned().collect(),
         }
+    }
+
+    /// Like [`Received::to_mesh_file`] for the named services only (those held), with the
+    /// mesh settings and workloads their endpoints may name but no policies: what replacing
+    /// those services' endpoints needs, at a cost that does not grow with the services held.
+    pub fn services_file(&self, names: &[String]) -> MeshFile {
+        MeshFile {
+            mesh: self.mesh.clone().unwrap_or_default(),
+            services: names
+                .iter()
+                .filter_map(|name| Some(self.with_endpoints(name, self.services.get(name)?)))
+                .collect(),
+            workloads: self.workloads.values().cloned().collect(),
+            authorization: Vec::new(),
+        }
+    }
+
+    /// A held service with the endpoints of its Endpoints resource.
+    fn with_endpoints(&self, name: &str, svc: &model::Service) -> model::Service {
+        let mut svc = svc.clone();
+        if let Some(eps) = self.endpoints.get(name) {
+            svc.endpoints = eps
+                .endpoints
+                .iter()
+                .map(|r| self.rebuild_endpoint(r, &svc.namespace))
+                .collect();
+        }
+        svc
     }
 
     fn rebuild_endpoint(&self, r: &ResolvedEndpoint, service_namespace: &str) -> model::Endpoint {
