@@ -256,6 +256,8 @@ fn the_cli_flags_set_what_every_pod_gets() {
             "20m",
             "--memory-limit",
             "256Mi",
+            "--otlp-endpoint",
+            "http://jaeger.skiff-system.svc:4317",
         ],
         Some(pod),
     );
@@ -286,6 +288,10 @@ fn the_cli_flags_set_what_every_pod_gets() {
     assert!(env.contains(&("SKIFF_XDS".into(), Some("https://cp.example:15010".into()))));
     assert!(env.contains(&("SKIFF_LOG".into(), Some("debug".into()))));
     assert!(env.contains(&("SKIFF_WORKLOAD".into(), Some("p".into()))));
+    assert!(env.contains(&(
+        "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+        Some("http://jaeger.skiff-system.svc:4317".into())
+    )));
     let resources = serde_json::to_string(proxy.get("resources").unwrap()).unwrap();
     assert_eq!(
         resources,

@@ -71,6 +71,8 @@ pub struct Overrides {
     pub memory_request: Quantity,
     pub cpu_limit: Option<Quantity>,
     pub memory_limit: Option<Quantity>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, from the injector's settings.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The pod's overrides on top of `settings`, and a warning per unknown `skiff.dev/`
@@ -112,6 +114,7 @@ pub fn overrides(
             .unwrap_or_else(|| r.memory_request.clone()),
         cpu_limit: cpu_limit.clone().or_else(|| r.cpu_limit.clone()),
         memory_limit: memory_limit.clone().or_else(|| r.memory_limit.clone()),
+        otlp_endpoint: settings.otlp_endpoint.clone(),
     };
 
     // Where a request or limit came from, for the message when one exceeds the other.

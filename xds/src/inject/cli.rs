@@ -50,6 +50,10 @@ pub struct InjectArgs {
     /// The sidecar's memory limit. Default: none.
     #[arg(long, env = "SKIFF_INJECT_MEMORY_LIMIT", value_name = "QUANTITY", value_parser = memory)]
     pub memory_limit: Option<Quantity>,
+    /// Where the sidecars export spans over OTLP/gRPC (their OTEL_EXPORTER_OTLP_ENDPOINT),
+    /// e.g. http://jaeger.skiff-system.svc:4317. Default: none, tracing off.
+    #[arg(long, env = "SKIFF_INJECT_OTLP_ENDPOINT", value_name = "URL", value_parser = otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The injection settings as `skiff-xds serve` takes them for its admission webhook: the
@@ -85,6 +89,9 @@ pub struct InjectSettingsArgs {
     /// An injected sidecar's memory limit. Default: none.
     #[arg(long, env = "SKIFF_INJECT_MEMORY_LIMIT", value_name = "QUANTITY", value_parser = memory)]
     pub inject_memory_limit: Option<Quantity>,
+    /// Where injected sidecars export spans over OTLP/gRPC. Default: none, tracing off.
+    #[arg(long, env = "SKIFF_INJECT_OTLP_ENDPOINT", value_name = "URL", value_parser = otlp_endpoint)]
+    pub inject_otlp_endpoint: Option<String>,
 }
 
 impl InjectSettingsArgs {
@@ -100,6 +107,7 @@ impl InjectSettingsArgs {
                 cpu_limit: self.inject_cpu_limit.clone(),
                 memory_limit: self.inject_memory_limit.clone(),
             },
+            otlp_endpoint: self.inject_otlp_endpoint.clone(),
         };
         check_resources(&settings.resources, "--inject-")?;
         Ok(settings)
@@ -118,6 +126,7 @@ impl Default for InjectSettingsArgs {
             inject_memory_request: settings.resources.memory_request,
             inject_cpu_limit: settings.resources.cpu_limit,
             inject_memory_limit: settings.resources.memory_limit,
+            inject_otlp_endpoint: settings.otlp_endpoint,
         }
     }
 }
@@ -130,7 +139,16 @@ fn memory(text: &str) -> Result<Quantity, String> {
     Quantity::parse(text, Resource::Memory)
 }
 
+fn otlp_endpoint(text: &str) -> Result<String, String> {
+    http_url(text, "http://jaeger.skiff-system.svc:4317")
+}
+
 fn control_plane(text: &str) -> Result<String, String> {
+    http_url(text, DEFAULT_CONTROL_PLANE)
+}
+
+/// An `http://` or `https://` URL with a host, as given; the error shows `example`.
+fn http_url(text: &str, example: &str) -> Result<String, String> {
     match text.parse::<http::Uri>() {
         Ok(uri)
             if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() =>
@@ -138,7 +156,7 @@ fn control_plane(text: &str) -> Result<String, String> {
             Ok(text.to_owned())
         }
         _ => Err(format!(
-            "{text:?} is not an http:// or https:// URL (like {DEFAULT_CONTROL_PLANE})"
+            "{text:?} is not an http:// or https:// URL (like {example})"
         )),
     }
 }
@@ -156,6 +174,7 @@ impl InjectArgs {
                 cpu_limit: self.cpu_limit.clone(),
                 memory_limit: self.memory_limit.clone(),
             },
+            otlp_endpoint: self.otlp_endpoint.clone(),
         };
         check_resources(&settings.resources, "--")?;
         Ok(settings)

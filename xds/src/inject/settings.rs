@@ -48,6 +48,9 @@ pub struct Settings {
     pub log_level: String,
     /// The sidecar's (and the init container's) resources.
     pub resources: Resources,
+    /// Where sidecars export spans (`OTEL_EXPORTER_OTLP_ENDPOINT`). Default: none, tracing
+    /// off.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Requests and limits of the injected containers.
@@ -85,6 +88,7 @@ impl Default for Settings {
             control_plane: DEFAULT_CONTROL_PLANE.to_owned(),
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
             resources: Resources::default(),
+            otlp_endpoint: None,
         }
     }
 }

@@ -98,6 +98,10 @@ pub fn proxy_container(o: &Overrides, id: &Identity<'_>) -> Value {
         let list: Vec<String> = ports.iter().map(u16::to_string).collect();
         env.push(literal("SKIFF_OPAQUE_PORTS", &list.join(",")));
     }
+    if let Some(endpoint) = &o.otlp_endpoint {
+        // Spans go there, named after the workload (the proxy's default service.name).
+        env.push(literal("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+    }
     let probe = |path: &str, extra: Vec<(&str, Value)>| {
         let mut p = Value::map([(
             "httpGet",
