@@ -1,9 +1,13 @@
 //! The outbound side: a connection from the local app is resolved to a service by its
 //! original destination, then (HTTP) by authority, then by the `"*"` catch-all, and sent
-//! along that service's routes. Redirected opaque TCP that no service takes goes on to its
-//! original destination (passthrough): an unknown destination stays reachable.
+//! along that service's routes. Redirected traffic no service takes (opaque TCP, and HTTP
+//! once the control plane said no service claims it) goes on to its original destination
+//! (passthrough): an unknown destination stays reachable.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+};
 
 use http::request::Parts;
 use skiff_api::{
@@ -32,6 +36,9 @@ pub struct Outbound {
     on_demand: Option<Arc<OnDemand>>,
     /// For a passthrough: the settings and metrics its one-off cluster is built with.
     state: Arc<State>,
+    /// Redirected HTTP no service takes: the route to the original destination, made once
+    /// per connection when first needed.
+    passthrough_route: OnceLock<Route>,
 }
 
 /// The cluster name (and `skiff_cluster_*` label) of connections passed through to their
@@ -45,6 +52,7 @@ impl Outbound {
             redirected: dst != local,
             on_demand: state.on_demand().cloned(),
             state: state.clone(),
+            passthrough_route: OnceLock::new(),
         }
     }
 
@@ -56,7 +64,6 @@ impl Outbound {
             return None;
         }
         let state = &self.state;
-        state.tcp_outbound.passthrough.inc();
         Some(Arc::new(single_cluster(
             PASSTHROUGH,
             self.dst,
@@ -64,6 +71,29 @@ impl Outbound {
             &state.resilience,
             None,
         )))
+    }
+
+    /// The route of redirected HTTP no service takes: to the original destination. In xDS
+    /// mode only once the control plane was asked about that destination and the request's
+    /// host (either may be a service not held yet); `None` when the connection was not
+    /// redirected.
+    fn passthrough_http(&self, host: Option<&str>) -> Option<&Route> {
+        let unanswered = |od: &Arc<OnDemand>| {
+            !od.asked(&addr_alias(self.dst))
+                || host.is_some_and(|h| is_plausible_authority(h) && !od.asked(&host_alias(h)))
+        };
+        if !self.redirected || self.on_demand.as_ref().is_some_and(unanswered) {
+            return None;
+        }
+        if let Some(route) = self.passthrough_route.get() {
+            return Some(route);
+        }
+        let cluster = self.passthrough()?;
+        let stats = self.state.passthrough_outbound.clone();
+        Some(
+            self.passthrough_route
+                .get_or_init(|| Route::fallback(PASSTHROUGH, cluster, stats)),
+        )
     }
 
     /// Where the connection was going, when that names a service. On demand only a
@@ -93,9 +123,11 @@ impl Handler for Outbound {
                 any
             }
             (None, _) => {
-                return Err(RouteError::UnknownService {
-                    authority: host.map(str::to_owned),
-                });
+                return self
+                    .passthrough_http(host)
+                    .ok_or_else(|| RouteError::UnknownService {
+                        authority: host.map(str::to_owned),
+                    });
             }
         };
         svc.touch();
@@ -146,7 +178,11 @@ impl Side for Outbound {
 
     fn opaque_target(&self, snap: &Snapshot, _dst: SocketAddr) -> Option<Arc<Cluster>> {
         let Some(svc) = self.by_dst(snap).or_else(|| snap.catch_all()) else {
-            return self.passthrough();
+            let cluster = self.passthrough();
+            if cluster.is_some() {
+                self.state.tcp_outbound.passthrough.inc();
+            }
+            return cluster;
         };
         svc.touch();
         Some(svc.cluster.clone())

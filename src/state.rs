@@ -83,6 +83,8 @@ pub struct State {
     pub unrouted_outbound: RouteStats,
     pub unrouted_inbound: RouteStats,
     /// Counters for redirected inbound requests when no workload is configured.
+    /// Redirected outbound HTTP no service takes, sent on to its original destination.
+    pub passthrough_outbound: RouteStats,
     pub redirected_inbound: RouteStats,
     pub tcp_outbound: TcpStats,
     pub tcp_inbound: TcpStats,
@@ -125,6 +127,7 @@ impl State {
         let unrouted_outbound = metrics.route(Direction::Outbound, "unknown", "unknown");
         let unrouted_inbound = metrics.route(Direction::Inbound, "unknown", "unknown");
         let redirected_inbound = metrics.route(Direction::Inbound, "passthrough", "default");
+        let passthrough_outbound = metrics.route(Direction::Outbound, "passthrough", "default");
         State {
             live: ArcSwap::from_pointee(first),
             settings,
@@ -141,6 +144,7 @@ impl State {
             unrouted_outbound,
             unrouted_inbound,
             redirected_inbound,
+            passthrough_outbound,
             tcp_outbound: metrics.tcp(Direction::Outbound),
             tcp_inbound: metrics.tcp(Direction::Inbound),
             detect: DetectStats::new(&metrics),

@@ -4,7 +4,7 @@
 //! through its service, exclusions bypass, IPv6 works. The proxy side: the original
 //! destination (SO_ORIGINAL_DST, both families) names the service before the authority, opaque
 //! ports skip detection, xDS fetches by original destination, and a destination no service
-//! takes passes through, counted. Each test needs root and iptables, and says so when skipped.
+//! takes passes through (opaque TCP and HTTP), counted. Each test needs root and iptables, and says so when skipped.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -448,11 +448,85 @@ workloads:
         .await;
         assert_eq!(r.served_by(), Some("by-host"), "{r:?}");
 
+        // Neither the address nor the Host names a service: once the control plane said so,
+        // the request goes on to where the app sent it.
+        let outside = p.server.bind("0.0.0.0:0".parse().expect("literal"));
+        let outside_port = outside.local_addr().expect("bound").port();
+        let _outside = tokio::spawn(plain_http(outside, "outside"));
+        let r = client::send_h1(
+            at(SERVER_V4, outside_port),
+            client::get("api.example.com", "/"),
+        )
+        .await;
+        assert_eq!(r.served_by(), Some("outside"), "{r:?}");
+
         let dump = proxy.config_dump().await;
         let lookups = &dump["onDemand"];
         assert_eq!(lookups["addr:10.96.2.12:9080"], "found", "{dump}");
         assert_eq!(lookups["addr:10.96.2.25:2525"], "found", "{dump}");
         assert_eq!(lookups["addr:10.96.2.99:80"], "missing", "{dump}");
         assert_eq!(lookups["host:other"], "found", "{dump}");
+    });
+}
+
+/// Answers every HTTP/1.1 request on `listener` with `200`, `x-served-by: NAME`, body `NAME`.
+async fn plain_http(listener: TcpListener, name: &'static str) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let rsp = format!(
+                "HTTP/1.1 200 OK\r\nx-served-by: {name}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
+                name.len()
+            );
+            let _ = s.write_all(rsp.as_bytes()).await;
+        });
+    }
+}
+
+#[test]
+fn http_no_service_takes_passes_through_to_its_destination() {
+    if skipped("http_no_service_takes_passes_through_to_its_destination") {
+        return;
+    }
+    let pair = Arc::new(PodPair::new());
+    pair.client.init_ok(&["--ipv6", "off"]);
+    let p = pair.clone();
+    pair.client.run(move || async move {
+        // An unmeshed server outside the mesh: no sidecar, no service names it.
+        let outside = p.server.bind("0.0.0.0:0".parse().expect("literal"));
+        let port = outside.local_addr().expect("bound").port();
+        let _server = tokio::spawn(plain_http(outside, "outside"));
+        let proxy = sidecar("services: []\n", &p.client).start().await;
+
+        let r = client::send_h1(at(SERVER_V4, port), client::get("api.example.com", "/v1")).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(r.served_by(), Some("outside"), "{r:?}");
+        let m = proxy.metric_values().await;
+        assert_eq!(
+            m.sum(
+                "skiff_requests_total",
+                &[("direction", "outbound"), ("service", "passthrough")]
+            ),
+            1.0,
+            "through the client sidecar, to the original destination"
+        );
+        assert_eq!(
+            m.sum(
+                "skiff_tcp_passthrough_connections_total",
+                &[("direction", "outbound")]
+            ),
+            0.0,
+            "HTTP, not an opaque connection"
+        );
     });
 }
