@@ -159,19 +159,38 @@ fn bind(name: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCod
     })
 }
 
-/// Binds every address of one direction, each with the address it actually got.
+/// Binds every address of one direction, each with the address it actually got. An IPv6
+/// address after the first is skipped, with a warning, on a host without IPv6: an injected
+/// sidecar is given both families and keeps the one its pod has.
 fn bind_all(
     name: &str,
     addrs: &[SocketAddr],
 ) -> Result<Vec<(tokio::net::TcpListener, SocketAddr)>, ExitCode> {
-    addrs
-        .iter()
-        .map(|&addr| {
-            let l = bind(name, addr)?;
-            let got = l.local_addr().unwrap_or(addr);
-            Ok((l, got))
-        })
-        .collect()
+    let mut bound = Vec::with_capacity(addrs.len());
+    for (i, &addr) in addrs.iter().enumerate() {
+        match listener::bind(addr) {
+            Ok(l) => {
+                let got = l.local_addr().unwrap_or(addr);
+                bound.push((l, got));
+            }
+            Err(e) if i > 0 && addr.is_ipv6() && no_ipv6(&e) => {
+                warn!(%addr, error = %e, "no IPv6 here: the {name} listener skips this address");
+            }
+            Err(e) => {
+                error!(%addr, error = %e, "cannot bind the {name} listener");
+                return Err(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// The errors of binding an IPv6 address where the host (or the pod) has no IPv6.
+fn no_ipv6(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+    )
 }
 
 async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> ExitCode {

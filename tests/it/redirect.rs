@@ -530,3 +530,28 @@ fn http_no_service_takes_passes_through_to_its_destination() {
         );
     });
 }
+
+#[tokio::test]
+async fn a_pod_without_ipv6_keeps_its_ipv4_listeners() {
+    if skipped("a_pod_without_ipv6_keeps_its_ipv4_listeners") {
+        return;
+    }
+    // Injected sidecars are given both families; on a pod without IPv6 the proxy starts on
+    // what it can bind.
+    let ns = NetNs::new();
+    // /proc/sys inside the namespace (no sysctl binary needed).
+    ns.exec(&[
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; \
+         echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6",
+    ]);
+    let proxy = sidecar("services: []\n", &ns).start().await;
+    assert!(
+        proxy.stderr().contains("no IPv6 here"),
+        "{}",
+        proxy.stderr()
+    );
+    let dump = proxy.config_dump().await;
+    assert_eq!(dump["listeners"]["outbound"], "127.0.0.1:15001", "{dump}");
+}

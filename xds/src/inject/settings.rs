@@ -22,6 +22,10 @@ pub const TOKEN_EXPIRATION_SECONDS: u64 = 3600;
 pub const PROXY_UID: u64 = 1337;
 /// The sidecar's admin port: `/ready` (startup and readiness probes), `/live` (liveness).
 pub const ADMIN_PORT: u64 = 15000;
+/// Where `skiff init` redirects outbound and inbound TCP (its defaults), and so where the
+/// sidecar listens.
+pub const OUTBOUND_PORT: u16 = 15001;
+pub const INBOUND_PORT: u16 = 15006;
 /// The control plane's discovery address inside a cluster installed from `k8s/`.
 pub const DEFAULT_CONTROL_PLANE: &str = "http://skiff-xds.skiff-system.svc:15010";
 /// CPU and memory the sidecar requests unless told otherwise.

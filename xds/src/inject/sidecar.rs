@@ -5,8 +5,8 @@
 use super::{
     annotations::Overrides,
     settings::{
-        ADMIN_PORT, INIT_CONTAINER, PROXY_CONTAINER, PROXY_UID, TOKEN_AUDIENCE,
-        TOKEN_EXPIRATION_SECONDS, TOKEN_FILE, TOKEN_MOUNT_PATH, TOKEN_VOLUME,
+        ADMIN_PORT, INBOUND_PORT, INIT_CONTAINER, OUTBOUND_PORT, PROXY_CONTAINER, PROXY_UID,
+        TOKEN_AUDIENCE, TOKEN_EXPIRATION_SECONDS, TOKEN_FILE, TOKEN_MOUNT_PATH, TOKEN_VOLUME,
     },
     value::Value,
 };
@@ -92,6 +92,16 @@ pub fn proxy_container(o: &Overrides, id: &Identity<'_>) -> Value {
         ),
         // The kubelet probes the pod's address, not loopback.
         literal("SKIFF_ADMIN_ADDR", &format!("0.0.0.0:{ADMIN_PORT}")),
+        // Both families, where `skiff init` redirects them (ip6tables only on an IPv6 pod);
+        // on a pod without IPv6 the proxy skips the IPv6 addresses.
+        literal(
+            "SKIFF_OUTBOUND_ADDR",
+            &format!("127.0.0.1:{OUTBOUND_PORT},[::1]:{OUTBOUND_PORT}"),
+        ),
+        literal(
+            "SKIFF_INBOUND_ADDR",
+            &format!("0.0.0.0:{INBOUND_PORT},[::]:{INBOUND_PORT}"),
+        ),
         literal("SKIFF_LOG", &o.log_level),
     ];
     if let Some(ports) = &o.opaque_ports {
