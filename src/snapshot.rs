@@ -712,14 +712,42 @@ mod tests {
 
     use super::*;
 
-    fn settings() -> Settings {
-        Settings {
-            drain_timeout: Duration::from_secs(5),
-            detect_timeout: Duration::from_secs(10),
-            opaque_ports: vec![],
-            max_header_bytes: 65536,
-            h1_idle_timeout: Duration::from_secs(3),
-            h1_max_idle: 64,
+    /// What compiling borrows, owned by the test.
+    struct Env {
+        settings: Settings,
+        metrics: Metrics,
+        resilience: ResilienceMetrics,
+        authz: AuthzMetrics,
+    }
+
+    impl Env {
+        fn new() -> Env {
+            Env {
+                settings: Settings {
+                    drain_timeout: Duration::from_secs(5),
+                    detect_timeout: Duration::from_secs(10),
+                    opaque_ports: vec![],
+                    max_header_bytes: 65536,
+                    h1_idle_timeout: Duration::from_secs(3),
+                    h1_max_idle: 64,
+                },
+                metrics: Metrics::new(),
+                resilience: ResilienceMetrics::default(),
+                authz: AuthzMetrics::default(),
+            }
+        }
+
+        fn cx(&self, version: &str) -> CompileContext<'_> {
+            CompileContext {
+                settings: &self.settings,
+                metrics: &self.metrics,
+                resilience: &self.resilience,
+                tls: None,
+                authz: &self.authz,
+                policies_selected: false,
+                workload: None,
+                version: version.to_owned(),
+            }
         }
     }
 
@@ -741,18 +769,8 @@ mod tests {
 
     #[test]
     fn an_endpoints_update_swaps_one_cluster_in_place_and_keeps_endpoint_state() {
-        let (settings, metrics) = (settings(), Metrics::new());
-        let (resilience, authz) = (ResilienceMetrics::default(), AuthzMetrics::default());
-        let cx = |version: &str| CompileContext {
-            settings: &settings,
-            metrics: &metrics,
-            resilience: &resilience,
-            tls: None,
-            authz: &authz,
-            policies_selected: false,
-            workload: None,
-            version: version.to_owned(),
-        };
+        let env = Env::new();
+        let cx = |version: &str| env.cx(version);
         let snap = Snapshot::compile(
             &mesh("{ address: 127.0.0.1:9002 }, { address: 127.0.0.1:9003 }"),
             &cx("1"),
@@ -819,18 +837,8 @@ mod tests {
 
     #[test]
     fn a_workload_replica_at_an_address_proves_the_workloads_identity() {
-        let (settings, metrics) = (settings(), Metrics::new());
-        let (resilience, authz) = (ResilienceMetrics::default(), AuthzMetrics::default());
-        let cx = CompileContext {
-            settings: &settings,
-            metrics: &metrics,
-            resilience: &resilience,
-            tls: None,
-            authz: &authz,
-            policies_selected: false,
-            workload: None,
-            version: "1".to_owned(),
-        };
+        let env = Env::new();
+        let cx = env.cx("1");
         let mesh = skiff_api::load(
             "services:
   - name: reviews
