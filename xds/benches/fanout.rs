@@ -5,7 +5,12 @@
 //! Run with `cargo bench -p skiff-xds --bench fanout`. Knobs (environment):
 //! `SKIFF_BENCH_STREAMS` (default 1000), `SKIFF_BENCH_EDITS` (20),
 //! `SKIFF_BENCH_STREAMS_PER_CONN` (1: one HTTP/2 connection per stream, as real proxies;
-//! more multiplexes that many streams on one connection). Prints a Markdown summary.
+//! more multiplexes that many streams on one connection), `SKIFF_BENCH_SCENARIO`:
+//! `split` (default: each edit changes the hot service's traffic split, a Service change;
+//! 200 services of 3 endpoints) or `churn` (pod churn: each edit changes one endpoint of the
+//! hot service, an Endpoints change, in a mesh of 1,000 services of 10 endpoints, 10,000 in
+//! all; run it with `SKIFF_BENCH_STREAMS=100`). Prints a Markdown summary, with the
+//! responses the streams received during the edits by type.
 
 use std::{
     collections::BTreeSet,
@@ -13,13 +18,17 @@ use std::{
     net::SocketAddr,
     path::Path,
     process::{ExitCode, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use anyhow::{Context as _, anyhow, bail};
 use skiff_api::{
     pb::{self, discovery_client::DiscoveryClient},
-    resource::{Kind, MESH_SETTINGS_NAME, SERVICE_TYPE_URL},
+    resource::{ENDPOINTS_TYPE_URL, Kind, MESH_SETTINGS_NAME, SERVICE_TYPE_URL},
 };
 use skiff_xds::server::ProxiesReport;
 use tokio::{
@@ -31,8 +40,40 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-/// Services in the generated mesh besides the edited one and its two versions.
-const SERVICES: usize = 200;
+/// Which change each edit makes, and the mesh around it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// The hot service's traffic split (a Service resource).
+    Split,
+    /// One endpoint of the hot service (its Endpoints resource), in a large mesh.
+    Churn,
+}
+
+impl Scenario {
+    /// Services in the generated mesh besides the edited one and its two versions.
+    fn services(self) -> usize {
+        match self {
+            Scenario::Split => 200,
+            Scenario::Churn => 1000,
+        }
+    }
+
+    /// Endpoints of each of those services.
+    fn endpoints(self) -> usize {
+        match self {
+            Scenario::Split => 3,
+            Scenario::Churn => 10,
+        }
+    }
+
+    /// The type of the response that carries an edit.
+    fn changed_type(self) -> &'static str {
+        match self {
+            Scenario::Split => SERVICE_TYPE_URL,
+            Scenario::Churn => ENDPOINTS_TYPE_URL,
+        }
+    }
+}
 /// Workloads in the mesh; stream `i` is a replica of workload `i % WORKLOADS`.
 const WORKLOADS: usize = 100;
 /// Authorization policies (every stream subscribes to them all with `*`).
@@ -56,6 +97,7 @@ struct Knobs {
     streams: usize,
     edits: usize,
     per_conn: usize,
+    scenario: Scenario,
 }
 
 fn knob(name: &str, default: usize) -> anyhow::Result<usize> {
@@ -89,10 +131,16 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
+    let scenario = match std::env::var("SKIFF_BENCH_SCENARIO").as_deref() {
+        Err(_) | Ok("split") => Scenario::Split,
+        Ok("churn") => Scenario::Churn,
+        Ok(other) => bail!("SKIFF_BENCH_SCENARIO={other:?}: expected split or churn"),
+    };
     let knobs = Knobs {
         streams: knob("SKIFF_BENCH_STREAMS", 1000)?,
         edits: knob("SKIFF_BENCH_EDITS", 20)?,
         per_conn: knob("SKIFF_BENCH_STREAMS_PER_CONN", 1)?,
+        scenario,
     };
     let conns = knobs.streams.div_ceil(knobs.per_conn);
     // Both processes hold one socket per connection; the control plane inherits the limit.
@@ -103,7 +151,7 @@ async fn run() -> anyhow::Result<()> {
         .tempdir()
         .context("creating a temporary directory")?;
     let mesh_path = dir.path().join("mesh.yaml");
-    std::fs::write(&mesh_path, mesh(0)).context("writing the mesh file")?;
+    std::fs::write(&mesh_path, mesh(scenario, 0)).context("writing the mesh file")?;
     let log_path = dir.path().join("skiff-xds.log");
     let cp = ControlPlane::start(&mesh_path, &log_path).await?;
     let idle = cp.memory()?;
@@ -115,6 +163,7 @@ async fn run() -> anyhow::Result<()> {
 
     // Connect storm: every stream opened at once, as after a control-plane restart.
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let counts = Arc::new(TypeCounts::default());
     let storm = Instant::now();
     let mut channels = Vec::with_capacity(conns);
     for _ in 0..conns {
@@ -126,7 +175,13 @@ async fn run() -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for idx in 0..knobs.streams {
         let channel = channels[idx / knobs.per_conn].clone();
-        tasks.spawn(run_stream(idx, channel, events_tx.clone()));
+        tasks.spawn(run_stream(
+            idx,
+            scenario,
+            channel,
+            events_tx.clone(),
+            counts.clone(),
+        ));
     }
     drop(events_tx);
 
@@ -157,9 +212,10 @@ async fn run() -> anyhow::Result<()> {
     );
 
     let mut per_edit = Vec::with_capacity(knobs.edits);
+    counts.reset();
     for k in 1..=knobs.edits {
-        let text = mesh(k);
-        let expected = hot_version(&text)?;
+        let text = mesh(scenario, k);
+        let expected = hot_version(scenario, &text)?;
         let tmp = dir.path().join(".mesh.yaml.tmp");
         std::fs::write(&tmp, &text).context("writing the edited mesh file")?;
         let cpu_before = cp.cpu()?;
@@ -198,6 +254,7 @@ async fn run() -> anyhow::Result<()> {
         wait_server_sync(cp.admin, knobs.streams, Instant::now() + EDIT_LIMIT).await?;
     }
     let edited_mem = cp.memory()?;
+    let during_edits = counts.snapshot();
 
     tasks.abort_all();
     let report = Report {
@@ -210,6 +267,7 @@ async fn run() -> anyhow::Result<()> {
         edited: edited_mem,
         cpu_storm: cpu_synced.saturating_sub(cpu_idle),
         per_edit,
+        during_edits,
     };
     print!("{}", report.render());
     Ok(())
@@ -220,7 +278,7 @@ async fn run() -> anyhow::Result<()> {
 enum Event {
     /// A stream got (and ACKed) its first response of every type it subscribed to.
     Synced { idx: usize },
-    /// A stream got (and ACKed) a Service response carrying the hot service.
+    /// A stream got (and ACKed) a response of the edited type carrying the hot service.
     Hot {
         idx: usize,
         version: String,
@@ -249,31 +307,66 @@ fn subscribe(kind: Kind, names: Vec<String>) -> pb::DiscoveryRequest {
 }
 
 /// The services stream `idx` subscribes to: the hot one and a spread of the others.
-fn services_of(idx: usize) -> Vec<String> {
+fn services_of(idx: usize, scenario: Scenario) -> Vec<String> {
+    let services = scenario.services();
     let mut names = vec![format!("{NS}/{HOT}")];
-    let stride = SERVICES / (SERVICES_PER_STREAM - 1);
+    let stride = services / (SERVICES_PER_STREAM - 1);
     for j in 0..SERVICES_PER_STREAM - 1 {
-        names.push(format!("{NS}/svc-{:03}", (idx + j * stride) % SERVICES));
+        names.push(format!("{NS}/svc-{:03}", (idx + j * stride) % services));
     }
     names
+}
+
+/// Responses the streams received, by type (the order of `Kind::ALL`).
+#[derive(Default)]
+struct TypeCounts([AtomicU64; 5]);
+
+impl TypeCounts {
+    fn add(&self, type_url: &str) {
+        if let Some(i) = Kind::ALL.iter().position(|k| k.type_url() == type_url) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn reset(&self) {
+        for c in &self.0 {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        Kind::ALL
+            .iter()
+            .zip(&self.0)
+            .map(|(k, c)| (k.message_name(), c.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 /// One simulated proxy: subscribes, ACKs every response (same type URL, its nonce, no
 /// error), and reports what the benchmark times. A failed stream is logged; the phase
 /// waiting for it then times out and names what it was waiting for.
-async fn run_stream(idx: usize, channel: Channel, events: mpsc::UnboundedSender<Event>) {
-    if let Err(e) = stream(idx, channel, &events).await {
+async fn run_stream(
+    idx: usize,
+    scenario: Scenario,
+    channel: Channel,
+    events: mpsc::UnboundedSender<Event>,
+    counts: Arc<TypeCounts>,
+) {
+    if let Err(e) = stream(idx, scenario, channel, &events, &counts).await {
         eprintln!("fanout: stream {idx}: {e:#}");
     }
 }
 
 async fn stream(
     idx: usize,
+    scenario: Scenario,
     channel: Channel,
     events: &mpsc::UnboundedSender<Event>,
+    counts: &TypeCounts,
 ) -> anyhow::Result<()> {
     let workload = format!("app-{:03}", idx % WORKLOADS);
-    let services = services_of(idx);
+    let services = services_of(idx, scenario);
     let mut first = subscribe(Kind::Workload, vec![format!("{NS}/{workload}")]);
     first.node = Some(pb::Node {
         workload,
@@ -309,13 +402,14 @@ async fn stream(
         .await
         .context("queueing an ACK")?;
         let at = Instant::now();
+        counts.add(&rsp.type_url);
         if first_seen.len() < subscribed
             && first_seen.insert(rsp.type_url.clone())
             && first_seen.len() == subscribed
         {
             let _ = events.send(Event::Synced { idx });
         }
-        if rsp.type_url == SERVICE_TYPE_URL
+        if rsp.type_url == scenario.changed_type()
             && let Some(r) = rsp.resources.iter().find(|r| r.name == hot)
         {
             let _ = events.send(Event::Hot {
@@ -330,16 +424,19 @@ async fn stream(
 
 // === the mesh file ===
 
-/// The benchmark's mesh at edit `k` (0 = the initial file): only the hot service's split
-/// changes from one edit to the next.
-fn mesh(k: usize) -> String {
-    let v1 = 1 + (49 + k) % 99;
+/// The benchmark's mesh at edit `k` (0 = the initial file): from one edit to the next only
+/// the hot service's split changes (`split`) or one of its endpoints (`churn`).
+fn mesh(scenario: Scenario, k: usize) -> String {
+    let (v1, moving) = match scenario {
+        Scenario::Split => (1 + (49 + k) % 99, 1),
+        Scenario::Churn => (50, 1 + k % 250),
+    };
     let v2 = 100 - v1;
     let mut out = String::from("mesh:\n  trustDomain: cluster.local\nservices:\n");
     // Writing to a String cannot fail.
     let _ = write!(
         out,
-        "  - name: {HOT}\n    namespace: {NS}\n    endpoints: [ {{ address: \"10.0.0.1:8080\" }} ]\n    \
+        "  - name: {HOT}\n    namespace: {NS}\n    endpoints: [ {{ address: \"10.0.0.{moving}:8080\" }} ]\n    \
          routes:\n      - name: split\n        backendRefs:\n          \
          - {{ service: {HOT}-v1, weight: {v1} }}\n          - {{ service: {HOT}-v2, weight: {v2} }}\n        \
          timeouts: {{ request: 2s }}\n        \
@@ -355,7 +452,7 @@ fn mesh(k: usize) -> String {
             10 * i + 2
         );
     }
-    for s in 0..SERVICES {
+    for s in 0..scenario.services() {
         let _ = write!(
             out,
             "  - name: svc-{s:03}\n    namespace: {NS}\n    \
@@ -363,10 +460,11 @@ fn mesh(k: usize) -> String {
             s / 250,
             s % 250 + 1
         );
-        for e in 0..3 {
+        for e in 0..scenario.endpoints() {
             let _ = writeln!(
                 out,
-                "      - {{ address: \"10.2.{}.{}:8080\" }}",
+                "      - {{ address: \"10.{}.{}.{}:8080\" }}",
+                2 + s / 250,
                 s % 250,
                 e + 1
             );
@@ -401,15 +499,23 @@ fn mesh(k: usize) -> String {
     out
 }
 
-/// The content version the hot service has in `text`, as the control plane will send it.
-fn hot_version(text: &str) -> anyhow::Result<String> {
+/// The content version the hot service's edited resource has in `text`, as the control
+/// plane will send it.
+fn hot_version(scenario: Scenario, text: &str) -> anyhow::Result<String> {
     let mesh = skiff_api::load(text).map_err(|e| anyhow!("the bench mesh is invalid: {e}"))?;
     let resources = skiff_api::resource::compile(&mesh);
-    resources
-        .services
-        .get(&format!("{NS}/{HOT}"))
-        .map(|c| c.version().to_owned())
-        .ok_or_else(|| anyhow!("the bench mesh has no {HOT} service"))
+    let name = format!("{NS}/{HOT}");
+    match scenario {
+        Scenario::Split => resources
+            .services
+            .get(&name)
+            .map(|c| c.version().to_owned()),
+        Scenario::Churn => resources
+            .endpoints
+            .get(&name)
+            .map(|c| c.version().to_owned()),
+    }
+    .ok_or_else(|| anyhow!("the bench mesh has no {HOT} service"))
 }
 
 // === the control plane process ===
@@ -617,6 +723,8 @@ struct Report<'a> {
     edited: Memory,
     cpu_storm: Duration,
     per_edit: Vec<EditTimes>,
+    /// Responses the streams received during the edits, by type.
+    during_edits: Vec<(&'static str, u64)>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -648,11 +756,26 @@ impl Report<'_> {
         };
         let mb = |kb: u64| kb as f64 / 1024.0;
         let mut s = String::new();
+        let scenario = self.knobs.scenario;
         let _ = writeln!(
             s,
-            "\nstreams: {} on {} HTTP/2 connections ({} per connection); edits: {}; \
-             watcher debounce: {WATCHER_DEBOUNCE_MS} ms\n",
-            self.knobs.streams, self.conns, self.knobs.per_conn, self.knobs.edits
+            "\nscenario: {} ({} services of {} endpoints besides the hot one; each edit changes \
+             the hot service's {})\nstreams: {} on {} HTTP/2 connections ({} per connection); \
+             edits: {}; watcher debounce: {WATCHER_DEBOUNCE_MS} ms\n",
+            match scenario {
+                Scenario::Split => "split",
+                Scenario::Churn => "churn",
+            },
+            scenario.services(),
+            scenario.endpoints(),
+            match scenario {
+                Scenario::Split => "traffic split (its Service)",
+                Scenario::Churn => "endpoints (its Endpoints)",
+            },
+            self.knobs.streams,
+            self.conns,
+            self.knobs.per_conn,
+            self.knobs.edits
         );
         let _ = writeln!(
             s,
@@ -698,6 +821,16 @@ impl Report<'_> {
             self.cpu_storm.as_secs_f64(),
             ms(percentile(&cpu, 50.0)),
             ms(cpu[cpu.len() - 1]),
+        );
+        let by_type: Vec<String> = self
+            .during_edits
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nResponses the streams received during the edits, by type: {}.",
+            by_type.join(", ")
         );
         s
     }
