@@ -181,6 +181,15 @@ fn first_answers(m: &mut Machine, port: &mut FakePort, res: &Resources) {
     );
 }
 
+/// A machine that has had every type's first answer, its port, and the resources used.
+fn synced() -> (Resources, Machine, FakePort) {
+    let res = resources();
+    let mut m = machine();
+    let mut port = FakePort::default();
+    first_answers(&mut m, &mut port, &res);
+    (res, m, port)
+}
+
 fn acks(out: &[pb::DiscoveryRequest]) -> Vec<(&str, bool)> {
     out.iter()
         .filter(|r| !r.response_nonce.is_empty())
@@ -259,10 +268,7 @@ fn nothing_is_installed_until_every_type_answered_then_it_is_whole() {
 
 #[test]
 fn a_service_waits_for_its_endpoints_and_its_backends_are_subscribed() {
-    let res = resources();
-    let mut m = machine();
-    let mut port = FakePort::default();
-    first_answers(&mut m, &mut port, &res);
+    let (res, mut m, mut port) = synced();
     let out = m.on_wanted(vec!["host:reviews".into()]);
     assert_eq!(subscribes(&out, Kind::Service), vec!["host:reviews"]);
     assert!(
@@ -327,13 +333,8 @@ fn a_service_waits_for_its_endpoints_and_its_backends_are_subscribed() {
 
 #[test]
 fn a_bad_resource_is_nacked_and_the_rest_applies() {
-    let res = resources();
-    let mut m = machine();
-    let mut port = FakePort {
-        own: Some("127.0.0.1:9002".parse().unwrap()),
-        ..FakePort::default()
-    };
-    first_answers(&mut m, &mut port, &res);
+    let (res, mut m, mut port) = synced();
+    port.own = Some("127.0.0.1:9002".parse().unwrap());
     m.on_wanted(vec!["host:reviews".into()]);
     m.on_response(
         response(
@@ -377,10 +378,7 @@ fn a_bad_resource_is_nacked_and_the_rest_applies() {
 
 #[test]
 fn a_service_that_does_not_compile_is_refused_and_named() {
-    let res = resources();
-    let mut m = machine();
-    let mut port = FakePort::default();
-    first_answers(&mut m, &mut port, &res);
+    let (res, mut m, mut port) = synced();
     port.refuse = vec!["default/reviews".into()];
     m.on_wanted(vec!["host:reviews".into()]);
     let none: &[&str] = &[];
@@ -415,10 +413,7 @@ fn a_service_that_does_not_compile_is_refused_and_named() {
 
 #[test]
 fn a_reconnect_resends_subscriptions_and_versions() {
-    let res = resources();
-    let mut m = machine();
-    let mut port = FakePort::default();
-    first_answers(&mut m, &mut port, &res);
+    let (res, mut m, mut port) = synced();
     m.closed();
     assert!(!m.status("http://cp").connected);
     let reqs = m.open();
@@ -444,10 +439,7 @@ fn a_reconnect_resends_subscriptions_and_versions() {
 
 #[test]
 fn an_unused_service_is_unsubscribed_after_the_idle_sweeps() {
-    let res = resources();
-    let mut m = machine();
-    let mut port = FakePort::default();
-    first_answers(&mut m, &mut port, &res);
+    let (res, mut m, mut port) = synced();
     m.on_wanted(vec!["host:ratings".into()]);
     let none: &[&str] = &[];
     m.on_response(
@@ -488,10 +480,7 @@ fn an_unused_service_is_unsubscribed_after_the_idle_sweeps() {
 
 #[test]
 fn pod_churn_replaces_endpoints_in_place_and_a_new_service_compiles_the_mesh() {
-    let res = resources();
-    let mut m = machine();
-    let mut port = FakePort::default();
-    first_answers(&mut m, &mut port, &res);
+    let (res, mut m, mut port) = synced();
     let installs = port.installs.len();
     let none: &[&str] = &[];
     let out = m.on_response(
