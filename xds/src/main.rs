@@ -16,8 +16,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve the mesh file to proxies over gRPC, reloading it when it changes.
-    Serve(skiff_xds::serve::ServeCommand),
+    /// Serve the mesh (a file, or with --kubernetes the cluster) to proxies over gRPC,
+    /// following its changes.
+    Serve(Box<skiff_xds::serve::ServeCommand>),
     /// Show every proxy connected to a running control plane and whether it is in sync.
     Status(skiff_xds::status::StatusArgs),
     /// Validate a mesh file: exit 0 with a summary, or exit 1 naming every bad field.
@@ -37,7 +38,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => skiff_xds::serve::main(args),
+        Command::Serve(args) => skiff_xds::serve::main(*args),
         Command::Status(args) => skiff_xds::status::main(args),
         Command::Check { path } => skiff_xds::check::run(&path),
         Command::Inject(args) => skiff_xds::inject::main(args),

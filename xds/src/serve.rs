@@ -1,6 +1,7 @@
-//! `skiff-xds serve`: loads the mesh file and the CA, binds the gRPC and admin ports (and the
-//! admission webhook's, when asked), prints the `skiff-xds listening grpc=ADDR admin=ADDR`
-//! line, then serves until Ctrl-C or SIGTERM.
+//! `skiff-xds serve`: loads the mesh (the file, or with `--kubernetes` the cluster's first
+//! lists) and the CA, binds the gRPC and admin ports (and the admission webhook's, when asked),
+//! prints the `skiff-xds listening grpc=ADDR admin=ADDR` line, then serves until Ctrl-C or
+//! SIGTERM.
 //! Only wiring: the parts live in `source`, `server`, `ca`, `admin` and `webhook`.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
@@ -10,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     admin::{self, AdminState},
-    ca::{Ca, CaOptions, IdentityService, fingerprints},
+    ca::{Ca, CaOptions, IdentityService, fingerprints, token_review::TokenReviewer},
     inject::InjectSettingsArgs,
     metrics::{CaMetrics, Metrics},
     server::{DiscoveryService, Registry},
@@ -27,13 +28,21 @@ pub struct ServeCommand {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub webhook: WebhookArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// The mesh file, watched for changes (its directory is, so ConfigMap swaps are seen).
-    #[arg(long, env = "SKIFF_XDS_CONFIG")]
-    pub config: PathBuf,
+    /// Required unless `--kubernetes`.
+    #[arg(
+        long,
+        env = "SKIFF_XDS_CONFIG",
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    pub config: Option<PathBuf>,
     /// The discovery gRPC listener; port 0 picks one. Default: 0.0.0.0:15010.
     #[arg(long, env = "SKIFF_XDS_GRPC_ADDR", default_value = "0.0.0.0:15010")]
     pub grpc_addr: SocketAddr,
@@ -97,6 +106,67 @@ pub struct WebhookArgs {
     #[command(flatten)]
     pub inject: InjectSettingsArgs,
 }
+
+/// The Kubernetes source's flags. `Default` is the file source.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KubeArgs {
+    /// Build the mesh from the cluster (Services, EndpointSlices, Pods and the mesh
+    /// ConfigMap) instead of a file; authenticate Certify callers by TokenReview; serve the
+    /// webhook on 0.0.0.0:15017 unless `--webhook-addr` says otherwise (with `--ca-dir`) and
+    /// keep its configuration's `caBundle` set. The API server is found as kubectl finds it:
+    /// `KUBECONFIG`, `~/.kube/config`, or the pod's service account.
+    #[arg(long, env = "SKIFF_XDS_KUBERNETES")]
+    pub kubernetes: bool,
+    /// The control plane's namespace, where the mesh ConfigMap is read.
+    #[arg(
+        long,
+        env = "SKIFF_XDS_NAMESPACE",
+        default_value = "skiff-system",
+        requires = "kubernetes"
+    )]
+    pub namespace: String,
+    /// The mesh ConfigMap's name (its key `mesh.yaml`: routes, policies, mesh settings).
+    #[arg(
+        long,
+        env = "SKIFF_XDS_MESH_CONFIGMAP",
+        default_value = "skiff-mesh",
+        requires = "kubernetes"
+    )]
+    pub mesh_configmap: String,
+    /// The cluster's DNS domain: services get the host `name.ns.svc.<domain>`.
+    #[arg(
+        long,
+        env = "SKIFF_XDS_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        requires = "kubernetes"
+    )]
+    pub cluster_domain: String,
+    /// The MutatingWebhookConfiguration whose `caBundle` is kept equal to the mesh CA's
+    /// anchors while the webhook runs.
+    #[arg(
+        long,
+        env = "SKIFF_XDS_WEBHOOK_CONFIGURATION",
+        default_value = "skiff-injector",
+        requires = "kubernetes"
+    )]
+    pub webhook_configuration: String,
+}
+
+impl Default for KubeArgs {
+    fn default() -> Self {
+        KubeArgs {
+            kubernetes: false,
+            namespace: "skiff-system".to_owned(),
+            mesh_configmap: "skiff-mesh".to_owned(),
+            cluster_domain: "cluster.local".to_owned(),
+            webhook_configuration: "skiff-injector".to_owned(),
+        }
+    }
+}
+
+/// The webhook's address under `--kubernetes` when `--webhook-addr` is not given.
+pub const KUBERNETES_WEBHOOK_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 15017);
 
 fn parse_dns_name(text: &str) -> Result<String, String> {
     let name = text.trim();
@@ -207,12 +277,47 @@ pub async fn start_with(args: ServeArgs, identity: IdentityArgs) -> anyhow::Resu
     start_with_webhook(args, identity, WebhookArgs::default()).await
 }
 
+/// Where the mesh comes from.
+pub enum Source {
+    /// A mesh file, watched.
+    File(PathBuf),
+    /// The cluster behind `client`, watched (`serve --kubernetes`).
+    #[cfg(feature = "kubernetes")]
+    Kubernetes {
+        client: kube::Client,
+        args: KubeArgs,
+    },
+}
+
 /// [`start_with`] plus the admission webhook when `webhook.webhook_addr` is set (`serve`).
 pub async fn start_with_webhook(
     args: ServeArgs,
     identity: IdentityArgs,
     webhook: WebhookArgs,
 ) -> anyhow::Result<Running> {
+    let Some(config) = args.config.clone() else {
+        anyhow::bail!("--config is required without --kubernetes");
+    };
+    start_source(Source::File(config), args, identity, webhook).await
+}
+
+/// Starts the control plane on the mesh from `source`; the listeners are bound only once
+/// the first mesh is in (the file read, or the cluster listed).
+pub async fn start_source(
+    source: Source,
+    args: ServeArgs,
+    identity: IdentityArgs,
+    webhook: WebhookArgs,
+) -> anyhow::Result<Running> {
+    #[cfg(feature = "kubernetes")]
+    let mut webhook = webhook;
+    #[cfg(feature = "kubernetes")]
+    if matches!(source, Source::Kubernetes { .. })
+        && webhook.webhook_addr.is_none()
+        && identity.ca_dir.is_some()
+    {
+        webhook.webhook_addr = Some(KUBERNETES_WEBHOOK_ADDR);
+    }
     // Flag mistakes first, before anything is read or bound.
     let webhook_options = match webhook.webhook_addr {
         Some(addr) => Some(WebhookOptions {
@@ -231,15 +336,23 @@ pub async fn start_with_webhook(
 
     // A control plane that starts on a refused file would have nothing to serve: exit,
     // naming the field, as `check` does.
-    let initial = match file::load(&args.config) {
-        Ok(r) => r,
-        Err(e) => {
-            metrics.reload(false).inc();
-            return Err(e.into());
-        }
+    let initial = match &source {
+        Source::File(path) => match file::load(path) {
+            Ok(r) => {
+                metrics.reload(true).inc();
+                r
+            }
+            Err(e) => {
+                metrics.reload(false).inc();
+                return Err(e.into());
+            }
+        },
+        // Filled in by the source once the cluster is listed.
+        #[cfg(feature = "kubernetes")]
+        Source::Kubernetes { .. } => skiff_api::model::MeshFile::default(),
     };
-    metrics.reload(true).inc();
-    let ca = open_ca(&identity, &mut metrics_registry)?;
+    let token_review = !matches!(source, Source::File(_));
+    let ca = open_ca(&identity, token_review, &mut metrics_registry)?;
     if webhook_options.is_some() && ca.is_none() {
         return Err(webhook::WebhookError::NoCa.into());
     }
@@ -249,7 +362,49 @@ pub async fn start_with_webhook(
         store.set_trust_anchors(ca.trust_anchors());
         ca.watch(store.clone())
     });
-    let watch = file::watch(args.config.clone(), store.clone(), metrics.clone())?;
+    // Whatever keeps the source running; dropped with the server.
+    let mut keep: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+    let (description, reviewer): (String, Option<Arc<dyn TokenReviewer>>) = match source {
+        Source::File(path) => {
+            keep.push(Box::new(file::watch(
+                path.clone(),
+                store.clone(),
+                metrics.clone(),
+            )?));
+            (path.display().to_string(), None)
+        }
+        #[cfg(feature = "kubernetes")]
+        Source::Kubernetes { client, args } => {
+            let settings = crate::source::kube::ClusterSettings {
+                cluster_domain: args.cluster_domain.clone(),
+                config_map: crate::source::kube::ObjectKey::new(
+                    &args.namespace,
+                    &args.mesh_configmap,
+                ),
+            };
+            let mut source = crate::source::kube::KubeSource::start(
+                client.clone(),
+                settings,
+                store.clone(),
+                metrics.clone(),
+            );
+            let reviewer = crate::ca::token_review::ApiReviewer::new(client.clone());
+            tracing::info!("listing the cluster");
+            source.synced().await;
+            keep.push(Box::new(source));
+            if webhook_options.is_some()
+                && let Some(ca) = &ca
+            {
+                keep.push(Box::new(crate::source::kube::CaBundlePatcher::start(
+                    client,
+                    args.webhook_configuration.clone(),
+                    ca.clone(),
+                    store.clone(),
+                )));
+            }
+            ("kubernetes".to_owned(), Some(Arc::new(reviewer)))
+        }
+    };
     let registry = Arc::new(Registry::default());
 
     let grpc = TcpListener::bind(args.grpc_addr)
@@ -273,7 +428,11 @@ pub async fn start_with_webhook(
     });
     let admin_task = tokio::spawn(admin::serve(admin, admin_state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let identity = IdentityService::new(ca.clone(), store.clone()).into_server();
+    let mut identity = IdentityService::new(ca.clone(), store.clone());
+    if let Some(reviewer) = reviewer {
+        identity = identity.with_token_review(reviewer);
+    }
+    let identity = identity.into_server();
     let discovery = DiscoveryService::new(store, registry, metrics, shutdown_rx).into_server();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc_server = tonic::transport::Server::builder()
@@ -292,15 +451,15 @@ pub async fn start_with_webhook(
             },
         );
     let server = tokio::spawn(async move {
-        // The watchers live as long as the server.
-        let _watch = watch;
+        // The source, the CA watcher and the webhook live as long as the server.
+        let _keep = keep;
         let _ca_watch = ca_watch;
         let _webhook = webhook;
         let result = grpc_server.await;
         admin_task.abort();
         result.context("gRPC server failed")
     });
-    tracing::info!(%grpc_addr, %admin_addr, config = %args.config.display(), "serving");
+    tracing::info!(%grpc_addr, %admin_addr, config = %description, "serving");
     Ok(Running {
         grpc_addr,
         admin_addr,
@@ -315,6 +474,7 @@ pub async fn start_with_webhook(
 /// whether identity is on and which anchors proxies will trust.
 fn open_ca(
     identity: &IdentityArgs,
+    token_review: bool,
     metrics_registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<Option<Arc<Ca>>> {
     let Some(dir) = &identity.ca_dir else {
@@ -337,9 +497,10 @@ fn open_ca(
         anchors = %fingerprints(&ca.trust_anchors()),
         cert_lifetime = ?identity.cert_lifetime,
         token_workloads = ca.tokens().len(),
+        token_review,
         "identity on"
     );
-    if identity.bootstrap_tokens.is_none() {
+    if identity.bootstrap_tokens.is_none() && !token_review {
         tracing::warn!(
             "no --bootstrap-tokens: no workload can prove itself; every Certify is refused"
         );
@@ -348,7 +509,11 @@ fn open_ca(
 }
 
 async fn run(command: ServeCommand) -> anyhow::Result<()> {
-    let running = start_with_webhook(command.args, command.identity, command.webhook).await?;
+    let running = if command.kube.kubernetes {
+        start_kubernetes(command).await?
+    } else {
+        start_with_webhook(command.args, command.identity, command.webhook).await?
+    };
     println!(
         "skiff-xds listening grpc={} admin={}",
         running.grpc_addr, running.admin_addr
@@ -358,6 +523,26 @@ async fn run(command: ServeCommand) -> anyhow::Result<()> {
     }
     shutdown_signal().await;
     running.stop().await
+}
+
+#[cfg(feature = "kubernetes")]
+async fn start_kubernetes(command: ServeCommand) -> anyhow::Result<Running> {
+    let client = kube::Client::try_default()
+        .await
+        .context("finding the Kubernetes API server (KUBECONFIG, ~/.kube/config, or in-cluster)")?;
+    let source = Source::Kubernetes {
+        client,
+        args: command.kube,
+    };
+    start_source(source, command.args, command.identity, command.webhook).await
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn start_kubernetes(_: ServeCommand) -> anyhow::Result<Running> {
+    anyhow::bail!(
+        "--kubernetes: this skiff-xds was built without Kubernetes support \
+         (build it with `cargo build --release -p skiff-xds --features kubernetes`)"
+    )
 }
 
 async fn shutdown_signal() {

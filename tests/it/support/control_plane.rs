@@ -31,7 +31,7 @@ pub fn replace_file(path: &Path, text: &str) {
 /// admin port.
 pub async fn in_process_on(config: &Path, grpc_addr: SocketAddr) -> Running {
     skiff_xds::serve::start(ServeArgs {
-        config: config.to_owned(),
+        config: Some(config.to_owned()),
         grpc_addr,
         admin_addr: "127.0.0.1:0".parse().expect("literal"),
     })

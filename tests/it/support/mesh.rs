@@ -53,7 +53,7 @@ impl MeshCa {
         }
         let cp = skiff_xds::serve::start_with(
             ServeArgs {
-                config: mesh_path,
+                config: Some(mesh_path),
                 grpc_addr: "127.0.0.1:0".parse().expect("literal"),
                 admin_addr: "127.0.0.1:0".parse().expect("literal"),
             },

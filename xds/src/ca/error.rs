@@ -108,6 +108,9 @@ pub enum CertifyError {
     /// one answer for all, so a caller cannot tell which workloads exist.
     #[error("workload {workload}: token refused")]
     TokenRefused { workload: String },
+    /// The API server could not review the token; the caller retries.
+    #[error("workload {workload}: TokenReview failed: {reason}")]
+    ReviewUnavailable { workload: String, reason: String },
     #[error("workload {workload}: {source}")]
     BadCsr {
         workload: String,
@@ -137,6 +140,7 @@ impl CertifyError {
         match self {
             CertifyError::NoCa => tonic::Status::failed_precondition(message),
             CertifyError::TokenRefused { .. } => tonic::Status::unauthenticated(message),
+            CertifyError::ReviewUnavailable { .. } => tonic::Status::unavailable(message),
             CertifyError::BadCsr { .. } => tonic::Status::invalid_argument(message),
             CertifyError::NotEntitled { .. } => tonic::Status::permission_denied(message),
             CertifyError::Sign { .. } => tonic::Status::internal(message),

@@ -1,5 +1,5 @@
 //! The mesh CA: the trust anchor and signer read from `--ca-dir` (generated on first start),
-//! bootstrap-token authentication of callers, and signing their CSRs into short-lived SPIFFE
+//! caller authentication (bootstrap tokens; service-account tokens by TokenReview), and signing their CSRs into short-lived SPIFFE
 //! certificates (`Identity` gRPC service). The anchors reach proxies through `ConfigStore`.
 
 mod authority;
@@ -8,6 +8,7 @@ mod error;
 mod live;
 mod service;
 mod token;
+pub mod token_review;
 
 pub use self::{
     authority::{Authority, CA_CERT, CA_KEY, CLOCK_SKEW, EXTRA_ANCHORS, ROOT_CERT},

@@ -1,6 +1,7 @@
-//! The `Identity` gRPC service: authenticates the caller by its bootstrap token, finds the
-//! identity its workload is entitled to in the current mesh config, checks the CSR asks for
-//! exactly that, and signs. Each refusal's gRPC status comes from `CertifyError::status`.
+//! The `Identity` gRPC service: authenticates the caller (its bootstrap token, or under
+//! `--kubernetes` its service-account token by TokenReview), finds the identity it is
+//! entitled to, checks the CSR asks for exactly that, and signs. Each refusal's gRPC status
+//! comes from `CertifyError::status`.
 
 use std::sync::Arc;
 
@@ -14,7 +15,11 @@ use skiff_api::{
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
-use super::{Ca, csr, error::CertifyError};
+use super::{
+    Ca, csr,
+    error::CertifyError,
+    token_review::{ReviewError, ServiceAccount, TokenReviewer},
+};
 use crate::source::ConfigStore;
 
 /// The `Identity` service; cheap to clone. Without a CA every call is FAILED_PRECONDITION.
@@ -22,21 +27,75 @@ use crate::source::ConfigStore;
 pub struct IdentityService {
     ca: Option<Arc<Ca>>,
     store: Arc<ConfigStore>,
+    reviewer: Option<Arc<dyn TokenReviewer>>,
+}
+
+/// Who a caller proved to be.
+#[derive(Debug)]
+enum Caller {
+    /// The holder of the workload's bootstrap token.
+    Workload,
+    /// A pod of this service account (its token, reviewed by the API server).
+    ServiceAccount(ServiceAccount),
 }
 
 impl IdentityService {
     /// `store` is the config the discovery streams serve: a workload is known, and entitled
     /// to its SPIFFE ID, exactly when a proxy could stream as it.
     pub fn new(ca: Option<Arc<Ca>>, store: Arc<ConfigStore>) -> Self {
-        IdentityService { ca, store }
+        IdentityService {
+            ca,
+            store,
+            reviewer: None,
+        }
+    }
+
+    /// Also accepts service-account tokens that `reviewer` vouches for: such a caller gets
+    /// only `spiffe://<trust domain>/ns/<namespace>/sa/<account>` of its own account.
+    pub fn with_token_review(mut self, reviewer: Arc<dyn TokenReviewer>) -> Self {
+        self.reviewer = Some(reviewer);
+        self
     }
 
     pub fn into_server(self) -> IdentityServer<Self> {
         IdentityServer::new(self)
     }
 
-    /// One Certify call, decided; no I/O but the config and CA loads.
-    fn decide(&self, req: &pb::CertifyRequest) -> Result<pb::CertifyResponse, CertifyError> {
+    /// Who the caller is: a bootstrap token for its workload first, then (with a reviewer) a
+    /// service-account token.
+    async fn authenticate(&self, req: &pb::CertifyRequest) -> Result<Caller, CertifyError> {
+        let Some(ca) = &self.ca else {
+            return Err(CertifyError::NoCa);
+        };
+        let workload = display_name(&req.namespace, &req.workload);
+        if ca
+            .tokens()
+            .admits(&resource_name(&req.namespace, &req.workload), &req.token)
+        {
+            return Ok(Caller::Workload);
+        }
+        let token = req.token.trim();
+        if let Some(reviewer) = &self.reviewer
+            && !token.is_empty()
+        {
+            match reviewer.review(token).await {
+                Ok(account) => return Ok(Caller::ServiceAccount(account)),
+                Err(ReviewError::Unavailable(reason)) => {
+                    return Err(CertifyError::ReviewUnavailable { workload, reason });
+                }
+                Err(e) => tracing::info!(%workload, reason = %e, "service-account token refused"),
+            }
+        }
+        Err(CertifyError::TokenRefused { workload })
+    }
+
+    /// One Certify call of an authenticated caller, decided; no I/O but the config and CA
+    /// loads.
+    fn decide(
+        &self,
+        req: &pb::CertifyRequest,
+        caller: Caller,
+    ) -> Result<pb::CertifyResponse, CertifyError> {
         let Some(ca) = &self.ca else {
             return Err(CertifyError::NoCa);
         };
@@ -45,12 +104,23 @@ impl IdentityService {
             workload: workload.clone(),
         };
         let key = resource_name(&req.namespace, &req.workload);
-        if !ca.tokens().admits(&key, &req.token) {
+        let config = self.store.current();
+        // The workload must be one a proxy could stream as.
+        let Some(declared) = config.workloads.get(&key) else {
             return Err(refused());
-        }
-        let granted = match self.store.current().workloads.get(&key) {
-            Some(w) => w.message.spiffe_id.clone(),
-            None => return Err(refused()),
+        };
+        let granted = match caller {
+            Caller::Workload => declared.message.spiffe_id.clone(),
+            Caller::ServiceAccount(account) => {
+                // A token of one namespace proves nothing about another's workloads.
+                if account.namespace != req.namespace {
+                    return Err(refused());
+                }
+                format!(
+                    "spiffe://{}/ns/{}/sa/{}",
+                    config.mesh.message.trust_domain, account.namespace, account.name
+                )
+            }
         };
         let checked = csr::check(&req.csr).map_err(|source| CertifyError::BadCsr {
             workload: workload.clone(),
@@ -89,7 +159,11 @@ impl Identity for IdentityService {
         &self,
         request: Request<pb::CertifyRequest>,
     ) -> Result<Response<pb::CertifyResponse>, Status> {
-        let decided = self.decide(request.get_ref());
+        let req = request.get_ref();
+        let decided = match self.authenticate(req).await {
+            Ok(caller) => self.decide(req, caller),
+            Err(e) => Err(e),
+        };
         if let Some(ca) = &self.ca {
             ca.metrics().certificate(decided.is_ok()).inc();
         }

@@ -149,7 +149,7 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
         .with_context(|| format!("writing {}", proto_path.display()))?;
 
     let serve_args = ServeArgs {
-        config: mesh_path.clone(),
+        config: Some(mesh_path.clone()),
         grpc_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, opts.xds_port)),
         admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, opts.xds_admin_port)),
     };

@@ -1,6 +1,6 @@
 //! The `caBundle` of the MutatingWebhookConfiguration: the mesh trust anchors as base64 PEM,
-//! and the JSON Patch that puts them on every webhook of the configuration. Pure; the
-//! Kubernetes source will apply it. In file mode nothing applies it: an operator who runs the
+//! and the JSON Patch that puts them on every webhook of the configuration. Pure;
+//! `source::kube::CaBundlePatcher` applies it under `serve --kubernetes`. In file mode nothing applies it: an operator who runs the
 //! webhook outside `serve --kubernetes` sets `caBundle` from `ca.crt` themselves.
 
 use base64::Engine as _;

@@ -71,6 +71,16 @@ impl Object {
         })
     }
 
+    /// [`Object::from_json`] from an already parsed document (what a watcher hands over).
+    pub fn from_value(kind: ObjectKind, json: serde_json::Value) -> Result<Object, KubeError> {
+        Ok(match kind {
+            ObjectKind::Service => Object::Service(objects::decode_value(kind, json)?),
+            ObjectKind::EndpointSlice => Object::EndpointSlice(objects::decode_value(kind, json)?),
+            ObjectKind::Pod => Object::Pod(objects::decode_value(kind, json)?),
+            ObjectKind::ConfigMap => Object::ConfigMap(objects::decode_value(kind, json)?),
+        })
+    }
+
     pub fn kind(&self) -> ObjectKind {
         match self {
             Object::Service(_) => ObjectKind::Service,
@@ -123,6 +133,16 @@ impl Impact {
     /// Nothing the mesh holds changes.
     pub fn is_empty(&self) -> bool {
         !self.everything && self.endpoints.is_empty() && self.workloads.is_empty()
+    }
+
+    /// Adds what `other` may change.
+    pub fn merge(&mut self, other: Impact) {
+        if self.everything || other.everything {
+            *self = Impact::everything();
+            return;
+        }
+        self.endpoints.extend(other.endpoints);
+        self.workloads.extend(other.workloads);
     }
 }
 
@@ -190,6 +210,8 @@ pub struct ClusterState {
     slices_by_pod: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// The ConfigMap's last mesh file that passed its own validation; empty without one.
     config: MeshFile,
+    /// The mesh ConfigMap exists (its last version may have been refused).
+    config_seen: bool,
 }
 
 /// How a pod takes part in the mesh.
@@ -265,6 +287,20 @@ impl ClusterState {
         &self.config
     }
 
+    /// The keys of every object of `kind` held (the mesh ConfigMap's, when one is in use).
+    pub fn keys(&self, kind: ObjectKind) -> Vec<ObjectKey> {
+        match kind {
+            ObjectKind::Service => self.services.keys().cloned().collect(),
+            ObjectKind::EndpointSlice => self.slices.keys().cloned().collect(),
+            ObjectKind::Pod => self.pods.keys().cloned().collect(),
+            ObjectKind::ConfigMap => self
+                .config_seen
+                .then(|| self.settings.config_map.clone())
+                .into_iter()
+                .collect(),
+        }
+    }
+
     /// Applies one event; see [`ClusterState::apply`] and [`ClusterState::delete`].
     pub fn handle(&mut self, event: Event) -> Result<(), KubeError> {
         match event {
@@ -299,6 +335,7 @@ impl ClusterState {
                 if key != self.settings.config_map {
                     return Ok(());
                 }
+                self.config_seen = true;
                 let Some(text) = cm.data.get(MESH_KEY) else {
                     return Err(KubeError::MissingMeshKey {
                         namespace: key.namespace,
@@ -335,6 +372,7 @@ impl ClusterState {
             ObjectKind::ConfigMap => {
                 if *key == self.settings.config_map {
                     self.config = MeshFile::default();
+                    self.config_seen = false;
                 }
             }
         }

@@ -362,3 +362,10 @@ pub(super) fn decode<T: for<'de> Deserialize<'de>>(
 ) -> Result<T, KubeError> {
     serde_json::from_slice(json).map_err(|source| KubeError::Decode { kind, source })
 }
+
+pub(super) fn decode_value<T: for<'de> Deserialize<'de>>(
+    kind: ObjectKind,
+    json: serde_json::Value,
+) -> Result<T, KubeError> {
+    serde_json::from_value(json).map_err(|source| KubeError::Decode { kind, source })
+}
