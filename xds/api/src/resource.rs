@@ -21,11 +21,14 @@ pub use self::{
     },
 };
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use prost::Message;
 
-use crate::{model::MeshFile, pb};
+use crate::{
+    model::{self, MeshFile},
+    pb,
+};
 
 /// Type URL of [`pb::Service`].
 pub const SERVICE_TYPE_URL: &str = "type.googleapis.com/skiff.xds.v1.Service";
@@ -165,14 +168,16 @@ impl<T> Compiled<T> {
 
 // === impl Resources ===
 
-/// A mesh file as discovery resources, each map keyed by resource name.
+/// A mesh file as discovery resources, each map keyed by resource name. Each resource is
+/// shared, so a copy that changes a few (an `Endpoints` update) costs the maps, not the
+/// messages.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resources {
-    pub services: BTreeMap<String, Compiled<pb::Service>>,
+    pub services: BTreeMap<String, Arc<Compiled<pb::Service>>>,
     /// One per service, under the service's name, even when it has no endpoints.
-    pub endpoints: BTreeMap<String, Compiled<pb::Endpoints>>,
-    pub workloads: BTreeMap<String, Compiled<pb::Workload>>,
-    pub authorizations: BTreeMap<String, Compiled<pb::Authorization>>,
+    pub endpoints: BTreeMap<String, Arc<Compiled<pb::Endpoints>>>,
+    pub workloads: BTreeMap<String, Arc<Compiled<pb::Workload>>>,
+    pub authorizations: BTreeMap<String, Arc<Compiled<pb::Authorization>>>,
     /// Named [`MESH_SETTINGS_NAME`].
     pub mesh: Compiled<pb::MeshSettings>,
     /// Lowercase host (as in `hosts`, `*` included) → the service's resource name.
@@ -227,19 +232,19 @@ pub fn compile(mesh: &MeshFile) -> Resources {
         let endpoints = encode::endpoints(svc, &workloads, trust_domain);
         resources.endpoints.insert(
             name.clone(),
-            Compiled::new(Kind::Endpoints, name.clone(), endpoints),
+            Arc::new(Compiled::new(Kind::Endpoints, name.clone(), endpoints)),
         );
         let service = encode::service(svc, trust_domain);
         resources
             .services
-            .insert(name.clone(), Compiled::new(Kind::Service, name, service));
+            .insert(name.clone(), Arc::new(Compiled::new(Kind::Service, name, service)));
     }
     for w in &mesh.workloads {
         let name = resource_name(&w.namespace, &w.name);
         let workload = encode::workload(w, trust_domain);
         resources
             .workloads
-            .insert(name.clone(), Compiled::new(Kind::Workload, name, workload));
+            .insert(name.clone(), Arc::new(Compiled::new(Kind::Workload, name, workload)));
     }
     for p in &mesh.authorization {
         let name = resource_name(&p.namespace, &p.name);
@@ -271,7 +276,7 @@ pub fn compile(mesh: &MeshFile) -> Resources {
         let policy = encode::authorization(p);
         resources.authorizations.insert(
             name.clone(),
-            Compiled::new(Kind::Authorization, name, policy),
+            Arc::new(Compiled::new(Kind::Authorization, name, policy)),
         );
     }
     resources.kind_versions = Kind::ALL
@@ -282,6 +287,50 @@ pub fn compile(mesh: &MeshFile) -> Resources {
 }
 
 impl Resources {
+    /// These resources with the `Endpoints` of `services` replaced (each compiled as
+    /// [`compile`] would, against `workloads` and `trust_domain` of the mesh they came from);
+    /// everything else shared in content. `None` when one of them is not a service held
+    /// here: only a whole compile can add a service.
+    pub fn with_endpoints(
+        &self,
+        workloads: &[model::Workload],
+        trust_domain: &str,
+        services: &[model::Service],
+    ) -> Option<Resources> {
+        let mut index = encode::WorkloadIndex::new();
+        for w in workloads {
+            index.entry((w.namespace.as_str(), w.name.as_str())).or_insert(w);
+        }
+        let mut next = self.clone();
+        for svc in services {
+            let name = resource_name(&svc.namespace, &svc.name);
+            let slot = next.endpoints.get_mut(&name)?;
+            *slot = Arc::new(Compiled::new(
+                Kind::Endpoints,
+                name,
+                encode::endpoints(svc, &index, trust_domain),
+            ));
+        }
+        next.kind_versions
+            .insert(Kind::Endpoints, next.hash_kind(Kind::Endpoints));
+        Some(next)
+    }
+
+    /// These resources with `settings` as the `MeshSettings`. Only the trust anchors may
+    /// differ from the settings they were compiled with: the trust domain and defaults reach
+    /// into other resources.
+    pub fn with_trust_anchors(&self, settings: &model::MeshSettings) -> Resources {
+        let mut next = self.clone();
+        next.mesh = Compiled::new(
+            Kind::MeshSettings,
+            MESH_SETTINGS_NAME.to_owned(),
+            encode::mesh_settings(settings),
+        );
+        next.kind_versions
+            .insert(Kind::MeshSettings, next.hash_kind(Kind::MeshSettings));
+        next
+    }
+
     /// The envelope of one resource, ready to send.
     pub fn get(&self, kind: Kind, name: &str) -> Option<&pb::Resource> {
         match kind {
