@@ -23,7 +23,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
 fi
 
-cargo test --workspace --locked "$@"
+# `kubernetes`: the API-server source of `serve --kubernetes`, tested against a fake API server.
+cargo test --workspace --locked --features skiff-xds/kubernetes "$@"
 
 if [ $# -gt 0 ]; then
   echo "test.sh: arguments given, so only cargo test ran (not the manifest checks)" >&2

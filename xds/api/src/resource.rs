@@ -235,16 +235,18 @@ pub fn compile(mesh: &MeshFile) -> Resources {
             Arc::new(Compiled::new(Kind::Endpoints, name.clone(), endpoints)),
         );
         let service = encode::service(svc, trust_domain);
-        resources
-            .services
-            .insert(name.clone(), Arc::new(Compiled::new(Kind::Service, name, service)));
+        resources.services.insert(
+            name.clone(),
+            Arc::new(Compiled::new(Kind::Service, name, service)),
+        );
     }
     for w in &mesh.workloads {
         let name = resource_name(&w.namespace, &w.name);
         let workload = encode::workload(w, trust_domain);
-        resources
-            .workloads
-            .insert(name.clone(), Arc::new(Compiled::new(Kind::Workload, name, workload)));
+        resources.workloads.insert(
+            name.clone(),
+            Arc::new(Compiled::new(Kind::Workload, name, workload)),
+        );
     }
     for p in &mesh.authorization {
         let name = resource_name(&p.namespace, &p.name);
@@ -299,7 +301,9 @@ impl Resources {
     ) -> Option<Resources> {
         let mut index = encode::WorkloadIndex::new();
         for w in workloads {
-            index.entry((w.namespace.as_str(), w.name.as_str())).or_insert(w);
+            index
+                .entry((w.namespace.as_str(), w.name.as_str()))
+                .or_insert(w);
         }
         let mut next = self.clone();
         for svc in services {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use skiff_api::{
-    model::MeshFile,
+    model::{MeshFile, MeshSettings, Service, Workload},
     resource::{Kind, Resources, content_version},
 };
 use tokio::sync::watch;
@@ -19,8 +19,9 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct ConfigStore {
     current: ArcSwap<Resources>,
-    /// The source's last validated mesh, kept so that new trust anchors can be compiled in.
-    mesh: ArcSwap<MeshFile>,
+    /// The settings of the source's last validated mesh, so that new trust anchors can be
+    /// put into `MeshSettings` without a compile.
+    settings: ArcSwap<MeshSettings>,
     /// The mesh CA's trust anchors (DER); empty without a CA.
     trust_anchors: ArcSwap<Vec<Vec<u8>>>,
     /// Held while compiling and storing, so a reload and an anchor change cannot undo
@@ -38,7 +39,7 @@ impl ConfigStore {
         let (changed, _) = watch::channel(0);
         Arc::new(ConfigStore {
             current: ArcSwap::from_pointee(skiff_api::resource::compile(&initial)),
-            mesh: ArcSwap::from_pointee(initial),
+            settings: ArcSwap::from_pointee(initial.mesh),
             trust_anchors: ArcSwap::from_pointee(Vec::new()),
             writer: Mutex::new(()),
             changed,
@@ -65,8 +66,29 @@ impl ConfigStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let changed = self.compile_and_store(&next, &self.trust_anchors.load());
-        self.mesh.store(Arc::new(next));
+        self.settings.store(Arc::new(next.mesh));
         changed
+    }
+
+    /// Replaces the `Endpoints` of `services` (held already, from a mesh whose workloads and
+    /// trust domain are the ones given) without compiling anything else, and wakes the
+    /// streams when that changed something. `None`, and nothing done, when one of them is
+    /// not a service held now: the caller installs the whole mesh instead.
+    pub fn update_endpoints(
+        &self,
+        workloads: &[Workload],
+        trust_domain: &str,
+        services: &[Service],
+    ) -> Option<bool> {
+        let _writing = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let next = self
+            .current
+            .load()
+            .with_endpoints(workloads, trust_domain, services)?;
+        Some(self.store_if_changed(next))
     }
 
     /// Replaces the trust anchors every proxy receives in `MeshSettings` and recompiles the
@@ -79,7 +101,10 @@ impl ConfigStore {
         if **self.trust_anchors.load() == anchors {
             return false;
         }
-        let changed = self.compile_and_store(&self.mesh.load(), &anchors);
+        let mut settings = MeshSettings::clone(&self.settings.load());
+        settings.trust_anchors = anchors.clone();
+        let next = self.current.load().with_trust_anchors(&settings);
+        let changed = self.store_if_changed(next);
         self.trust_anchors.store(Arc::new(anchors));
         changed
     }
@@ -90,13 +115,17 @@ impl ConfigStore {
     }
 
     fn compile_and_store(&self, mesh: &MeshFile, anchors: &[Vec<u8>]) -> bool {
-        let next = if mesh.mesh.trust_anchors == anchors {
-            skiff_api::resource::compile(mesh)
-        } else {
-            let mut with_anchors = mesh.clone();
-            with_anchors.mesh.trust_anchors = anchors.to_vec();
-            skiff_api::resource::compile(&with_anchors)
-        };
+        let mut next = skiff_api::resource::compile(mesh);
+        if mesh.mesh.trust_anchors != anchors {
+            let mut settings = mesh.mesh.clone();
+            settings.trust_anchors = anchors.to_vec();
+            next = next.with_trust_anchors(&settings);
+        }
+        self.store_if_changed(next)
+    }
+
+    /// Serves `next` unless it equals what is served; wakes the streams when it does not.
+    fn store_if_changed(&self, next: Resources) -> bool {
         if **self.current.load() == next {
             return false;
         }

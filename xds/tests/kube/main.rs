@@ -3,3 +3,6 @@
 
 mod apiserver;
 mod apiserver_tests;
+#[path = "../common/mod.rs"]
+mod common;
+mod source;

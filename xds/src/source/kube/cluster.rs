@@ -120,6 +120,8 @@ pub struct Impact {
     pub endpoints: BTreeSet<ObjectKey>,
     /// Workloads (`namespace/name`) that may appear, change or go.
     pub workloads: BTreeSet<ObjectKey>,
+    /// The Kubernetes Services behind `endpoints`.
+    pub services: BTreeSet<ObjectKey>,
 }
 
 impl Impact {
@@ -143,6 +145,7 @@ impl Impact {
         }
         self.endpoints.extend(other.endpoints);
         self.workloads.extend(other.workloads);
+        self.services.extend(other.services);
     }
 }
 
@@ -466,6 +469,7 @@ impl ClusterState {
                         .endpoints
                         .insert(ObjectKey::new(&key.namespace, ps.name));
                 }
+                impact.services.insert(key);
             }
         }
         impact
@@ -602,6 +606,37 @@ impl ClusterState {
         };
         skiff_api::validate::validate(&mesh).map_err(KubeError::Merged)?;
         Ok(Built { mesh, notes })
+    }
+
+    /// The mesh services the Service `key` becomes, as [`ClusterState::build`] makes them,
+    /// for an update of their endpoints alone; `None` when a whole build is needed for them:
+    /// the ConfigMap writes one of them (the merge decides its endpoints) or an authorization
+    /// policy targets one (its endpoints' workloads get the policy).
+    pub fn endpoint_services(&self, key: &ObjectKey) -> Option<Vec<model::Service>> {
+        let Some(svc) = self.services.get(key) else {
+            return Some(Vec::new());
+        };
+        let config = &self.config;
+        let trust_domain = config.mesh.trust_domain.as_str();
+        let mut out = Vec::new();
+        for ps in self.port_services(svc, &mut Vec::new()) {
+            let written = |namespace: &str, name: &str| {
+                namespace == key.namespace.as_str() && name == ps.name.as_str()
+            };
+            if config
+                .services
+                .iter()
+                .any(|s| written(&s.namespace, &s.name))
+                || config
+                    .authorization
+                    .iter()
+                    .any(|p| written(&p.namespace, &p.target))
+            {
+                return None;
+            }
+            out.push(self.cluster_service(svc, &ps, trust_domain));
+        }
+        Some(out)
     }
 
     /// The Service's ports that become mesh services, with their names.

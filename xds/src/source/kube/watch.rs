@@ -20,7 +20,7 @@ use tokio::{
 };
 
 use super::{
-    ClusterSettings, Event, Note, Object, ObjectKey, ObjectKind,
+    ClusterSettings, Event, Impact, Note, Object, ObjectKey, ObjectKind,
     feed::{Change, Feed},
 };
 use crate::{metrics::Metrics, source::ConfigStore};
@@ -87,6 +87,7 @@ impl KubeSource {
             metrics,
             synced: synced_tx,
             notes: BTreeSet::new(),
+            workloads: None,
         };
         tasks.push(tokio::spawn(builder.run(rx)));
         KubeSource { tasks, synced }
@@ -170,6 +171,9 @@ struct Builder {
     synced: watch::Sender<bool>,
     /// The notes of the last build, so each is logged once.
     notes: BTreeSet<String>,
+    /// The workloads of the last installed build, which endpoint updates resolve against;
+    /// `None` until a build is installed and after one fails (the next change builds all).
+    workloads: Option<Vec<skiff_api::model::Workload>>,
 }
 
 impl Builder {
@@ -190,6 +194,9 @@ impl Builder {
             if impact.is_empty() && *self.synced.borrow() {
                 continue;
             }
+            if !impact.everything && impact.workloads.is_empty() && self.update_endpoints(&impact) {
+                continue;
+            }
             self.build();
         }
     }
@@ -201,9 +208,39 @@ impl Builder {
         }
     }
 
+    /// Replaces only the endpoints of the services `impact` names; `false` when that cannot
+    /// stand for a whole build.
+    fn update_endpoints(&mut self, impact: &Impact) -> bool {
+        let Some(workloads) = &self.workloads else {
+            return false;
+        };
+        let state = self.feed.state();
+        let mut services = Vec::new();
+        for key in &impact.services {
+            match state.endpoint_services(key) {
+                Some(built) => services.extend(built),
+                None => return false,
+            }
+        }
+        let trust_domain = state.config().mesh.trust_domain.as_str();
+        match self
+            .store
+            .update_endpoints(workloads, trust_domain, &services)
+        {
+            Some(changed) => {
+                if changed {
+                    tracing::debug!(services = services.len(), "endpoints applied");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     fn build(&mut self) {
         match self.feed.state().build() {
             Ok(built) => {
+                self.workloads = Some(built.mesh.workloads.clone());
                 self.log_notes(&built.notes);
                 let services = built.mesh.services.len();
                 let changed = self.store.install(built.mesh);
@@ -217,6 +254,7 @@ impl Builder {
                     .send_if_modified(|synced| !std::mem::replace(synced, true));
             }
             Err(e) => {
+                self.workloads = None;
                 tracing::warn!(error = %e, "the cluster's mesh is refused; keeping the current one");
                 self.metrics.reload(false).inc();
                 self.store.set_last_error(Some(e.to_string()));
