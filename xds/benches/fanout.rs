@@ -9,8 +9,11 @@
 //! `split` (default: each edit changes the hot service's traffic split, a Service change;
 //! 200 services of 3 endpoints) or `churn` (pod churn: each edit changes one endpoint of the
 //! hot service, an Endpoints change, in a mesh of 1,000 services of 10 endpoints, 10,000 in
-//! all; run it with `SKIFF_BENCH_STREAMS=100`). Prints a Markdown summary, with the
-//! responses the streams received during the edits by type.
+//! all; run it with `SKIFF_BENCH_STREAMS=100`) or `kube-churn` (the same churn through
+//! `serve --kubernetes`: a fake API server in this process holds 1,000 Services with an
+//! EndpointSlice of 10 endpoints each and the 10,000 meshed pods behind them, and each edit
+//! replaces the hot service's EndpointSlice; needs `--features kubernetes`). Prints a
+//! Markdown summary, with the responses the streams received during the edits by type.
 
 use std::{
     collections::BTreeSet,
@@ -47,6 +50,8 @@ enum Scenario {
     Split,
     /// One endpoint of the hot service (its Endpoints resource), in a large mesh.
     Churn,
+    /// `Churn` with the mesh from a (fake) Kubernetes API server.
+    KubeChurn,
 }
 
 impl Scenario {
@@ -54,7 +59,7 @@ impl Scenario {
     fn services(self) -> usize {
         match self {
             Scenario::Split => 200,
-            Scenario::Churn => 1000,
+            Scenario::Churn | Scenario::KubeChurn => 1000,
         }
     }
 
@@ -62,7 +67,7 @@ impl Scenario {
     fn endpoints(self) -> usize {
         match self {
             Scenario::Split => 3,
-            Scenario::Churn => 10,
+            Scenario::Churn | Scenario::KubeChurn => 10,
         }
     }
 
@@ -70,7 +75,15 @@ impl Scenario {
     fn changed_type(self) -> &'static str {
         match self {
             Scenario::Split => SERVICE_TYPE_URL,
-            Scenario::Churn => ENDPOINTS_TYPE_URL,
+            Scenario::Churn | Scenario::KubeChurn => ENDPOINTS_TYPE_URL,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Split => "split",
+            Scenario::Churn => "churn",
+            Scenario::KubeChurn => "kube-churn",
         }
     }
 }
@@ -134,7 +147,10 @@ async fn run() -> anyhow::Result<()> {
     let scenario = match std::env::var("SKIFF_BENCH_SCENARIO").as_deref() {
         Err(_) | Ok("split") => Scenario::Split,
         Ok("churn") => Scenario::Churn,
-        Ok(other) => bail!("SKIFF_BENCH_SCENARIO={other:?}: expected split or churn"),
+        Ok("kube-churn") => Scenario::KubeChurn,
+        Ok(other) => {
+            bail!("SKIFF_BENCH_SCENARIO={other:?}: expected split, churn or kube-churn")
+        }
     };
     let knobs = Knobs {
         streams: knob("SKIFF_BENCH_STREAMS", 1000)?,
@@ -151,9 +167,23 @@ async fn run() -> anyhow::Result<()> {
         .tempdir()
         .context("creating a temporary directory")?;
     let mesh_path = dir.path().join("mesh.yaml");
-    std::fs::write(&mesh_path, mesh(scenario, 0)).context("writing the mesh file")?;
     let log_path = dir.path().join("skiff-xds.log");
-    let cp = ControlPlane::start(&mesh_path, &log_path).await?;
+    #[cfg(feature = "kubernetes")]
+    let api = match scenario {
+        Scenario::KubeChurn => Some(kube::cluster(dir.path()).await),
+        _ => None,
+    };
+    let source = match scenario {
+        #[cfg(feature = "kubernetes")]
+        Scenario::KubeChurn => Source::Kube(api.as_ref().map(|a| a.1.clone()).unwrap_or_default()),
+        #[cfg(not(feature = "kubernetes"))]
+        Scenario::KubeChurn => bail!("kube-churn needs `--features kubernetes`"),
+        _ => {
+            std::fs::write(&mesh_path, mesh(scenario, 0)).context("writing the mesh file")?;
+            Source::File(mesh_path.clone())
+        }
+    };
+    let cp = ControlPlane::start(&source, &log_path).await?;
     let idle = cp.memory()?;
     let cpu_idle = cp.cpu()?;
     eprintln!(
@@ -186,6 +216,7 @@ async fn run() -> anyhow::Result<()> {
     drop(events_tx);
 
     let mut synced = vec![false; knobs.streams];
+    let mut last_version = vec![String::new(); knobs.streams];
     let mut synced_count = 0;
     let storm_deadline = storm + PHASE_LIMIT;
     while synced_count < knobs.streams {
@@ -195,7 +226,7 @@ async fn run() -> anyhow::Result<()> {
                     synced_count += 1;
                 }
             }
-            Event::Hot { .. } => {}
+            Event::Hot { idx, version, .. } => last_version[idx] = version,
         }
     }
     let storm_client = storm.elapsed();
@@ -214,13 +245,27 @@ async fn run() -> anyhow::Result<()> {
     let mut per_edit = Vec::with_capacity(knobs.edits);
     counts.reset();
     for k in 1..=knobs.edits {
-        let text = mesh(scenario, k);
-        let expected = hot_version(scenario, &text)?;
+        // The version every stream must reach; `None`: any new one (the cluster's mesh is
+        // not compiled here).
+        let expected = match scenario {
+            Scenario::KubeChurn => None,
+            _ => Some(hot_version(scenario, &mesh(scenario, k))?),
+        };
         let tmp = dir.path().join(".mesh.yaml.tmp");
-        std::fs::write(&tmp, &text).context("writing the edited mesh file")?;
+        if expected.is_some() {
+            std::fs::write(&tmp, mesh(scenario, k)).context("writing the edited mesh file")?;
+        }
         let cpu_before = cp.cpu()?;
         let t0 = Instant::now();
-        std::fs::rename(&tmp, &mesh_path).context("renaming the edit into place")?;
+        match scenario {
+            #[cfg(feature = "kubernetes")]
+            Scenario::KubeChurn => {
+                if let Some((api, _)) = &api {
+                    api.apply(kube::hot_slice(k));
+                }
+            }
+            _ => std::fs::rename(&tmp, &mesh_path).context("renaming the edit into place")?,
+        }
         let deadline = t0 + EDIT_LIMIT;
         let mut seen = vec![false; knobs.streams];
         let mut times = Vec::with_capacity(knobs.streams);
@@ -228,8 +273,12 @@ async fn run() -> anyhow::Result<()> {
             match next_event(&mut events, deadline, "an edit to reach every stream").await? {
                 // A stream reports each version once; `seen` guards against counting twice.
                 Event::Hot { idx, version, at }
-                    if version == expected && !std::mem::replace(&mut seen[idx], true) =>
+                    if expected
+                        .as_ref()
+                        .map_or(version != last_version[idx], |e| version == *e)
+                        && !std::mem::replace(&mut seen[idx], true) =>
                 {
+                    last_version[idx] = version;
                     times.push(at.saturating_duration_since(t0));
                 }
                 _ => {}
@@ -429,7 +478,7 @@ async fn stream(
 fn mesh(scenario: Scenario, k: usize) -> String {
     let (v1, moving) = match scenario {
         Scenario::Split => (1 + (49 + k) % 99, 1),
-        Scenario::Churn => (50, 1 + k % 250),
+        Scenario::Churn | Scenario::KubeChurn => (50, 1 + k % 250),
     };
     let v2 = 100 - v1;
     let mut out = String::from("mesh:\n  trustDomain: cluster.local\nservices:\n");
@@ -510,7 +559,7 @@ fn hot_version(scenario: Scenario, text: &str) -> anyhow::Result<String> {
             .services
             .get(&name)
             .map(|c| c.version().to_owned()),
-        Scenario::Churn => resources
+        Scenario::Churn | Scenario::KubeChurn => resources
             .endpoints
             .get(&name)
             .map(|c| c.version().to_owned()),
@@ -519,6 +568,14 @@ fn hot_version(scenario: Scenario, text: &str) -> anyhow::Result<String> {
 }
 
 // === the control plane process ===
+
+/// What `serve` reads.
+enum Source {
+    File(std::path::PathBuf),
+    /// `--kubernetes`, with this kubeconfig.
+    #[cfg_attr(not(feature = "kubernetes"), expect(dead_code))]
+    Kube(std::path::PathBuf),
+}
 
 struct ControlPlane {
     _child: Child,
@@ -529,13 +586,20 @@ struct ControlPlane {
 
 impl ControlPlane {
     /// Starts `skiff-xds serve` on ephemeral ports and reads its startup line.
-    async fn start(mesh: &Path, log: &Path) -> anyhow::Result<ControlPlane> {
+    async fn start(source: &Source, log: &Path) -> anyhow::Result<ControlPlane> {
         let log_file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-xds"))
-            .arg("serve")
-            .arg("--config")
-            .arg(mesh)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_skiff-xds"));
+        command.arg("serve");
+        match source {
+            Source::File(mesh) => {
+                command.arg("--config").arg(mesh);
+            }
+            Source::Kube(kubeconfig) => {
+                command.arg("--kubernetes").env("KUBECONFIG", kubeconfig);
+            }
+        }
+        let mut child = command
             .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -762,15 +826,13 @@ impl Report<'_> {
             "\nscenario: {} ({} services of {} endpoints besides the hot one; each edit changes \
              the hot service's {})\nstreams: {} on {} HTTP/2 connections ({} per connection); \
              edits: {}; watcher debounce: {WATCHER_DEBOUNCE_MS} ms\n",
-            match scenario {
-                Scenario::Split => "split",
-                Scenario::Churn => "churn",
-            },
+            scenario.name(),
             scenario.services(),
             scenario.endpoints(),
             match scenario {
                 Scenario::Split => "traffic split (its Service)",
                 Scenario::Churn => "endpoints (its Endpoints)",
+                Scenario::KubeChurn => "EndpointSlice (its Endpoints)",
             },
             self.knobs.streams,
             self.conns,
@@ -833,5 +895,96 @@ impl Report<'_> {
             by_type.join(", ")
         );
         s
+    }
+}
+
+// === the cluster (kube-churn) ===
+
+#[cfg(feature = "kubernetes")]
+#[path = "../tests/kube/apiserver.rs"]
+#[allow(
+    dead_code,
+    reason = "the benchmark uses part of the tests' fake API server"
+)]
+mod apiserver;
+
+#[cfg(feature = "kubernetes")]
+mod kube {
+    //! The kube-churn cluster: what `mesh` describes for `churn`, as API objects.
+
+    use std::path::{Path, PathBuf};
+
+    use serde_json::{Value, json};
+
+    use super::{HOT, NS, Scenario, WORKLOADS, apiserver::FakeApiServer};
+
+    fn service(name: &str, ip: &str, port: u16) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": name, "namespace": NS },
+            "spec": { "clusterIP": ip, "clusterIPs": [ip],
+                      "ports": [ { "name": "http", "port": port, "protocol": "TCP", "appProtocol": "http" } ] }
+        })
+    }
+
+    fn slice(service: &str, endpoints: Vec<Value>) -> Value {
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": { "name": format!("{service}-s1"), "namespace": NS,
+                          "labels": { "kubernetes.io/service-name": service } },
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": [ { "name": "http", "port": 8080, "protocol": "TCP" } ]
+        })
+    }
+
+    fn endpoint(ip: &str, pod: Option<&str>) -> Value {
+        let mut e = json!({ "addresses": [ip], "conditions": { "ready": true } });
+        if let Some(pod) = pod {
+            e["targetRef"] = json!({ "kind": "Pod", "name": pod, "namespace": NS });
+        }
+        e
+    }
+
+    /// The hot service's slice at edit `k`: one plain endpoint that moves.
+    pub fn hot_slice(k: usize) -> Value {
+        slice(
+            HOT,
+            vec![endpoint(&format!("10.0.0.{}", 1 + k % 250), None)],
+        )
+    }
+
+    /// Starts the fake API server with the whole cluster; returns it and a kubeconfig.
+    pub async fn cluster(dir: &Path) -> (FakeApiServer, PathBuf) {
+        let api = FakeApiServer::start().await;
+        let scenario = Scenario::KubeChurn;
+        api.apply(service(HOT, "10.95.0.1", 80));
+        api.apply(hot_slice(0));
+        for s in 0..scenario.services() {
+            let name = format!("svc-{s:03}");
+            api.apply(service(
+                &name,
+                &format!("10.96.{}.{}", s / 250, s % 250 + 1),
+                80,
+            ));
+            let mut endpoints = Vec::new();
+            for e in 0..scenario.endpoints() {
+                let ip = format!("10.{}.{}.{}", 2 + s / 250, s % 250, e + 1);
+                let pod = format!("{name}-{e}");
+                let app = format!("app-{:03}", (s * scenario.endpoints() + e) % WORKLOADS);
+                api.apply(json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": { "name": pod, "namespace": NS, "labels": { "app": app } },
+                    "spec": { "serviceAccountName": app,
+                              "initContainers": [ { "name": "skiff-proxy", "image": "skiff", "restartPolicy": "Always" } ],
+                              "containers": [ { "name": "app", "image": "app" } ] },
+                    "status": { "phase": "Running", "podIP": ip }
+                }));
+                endpoints.push(endpoint(&ip, Some(&pod)));
+            }
+            api.apply(slice(&name, endpoints));
+        }
+        let kubeconfig = api.write_kubeconfig(dir);
+        (api, kubeconfig)
     }
 }

@@ -223,6 +223,20 @@ impl Proxy {
     }
 }
 
+/// The next response of `type_url`; a response of another type before it fails the test
+/// (it would be a change nobody made), naming it.
+async fn next_of(proxy: &mut Proxy, type_url: &str) -> pb::DiscoveryResponse {
+    let rsp = proxy.recv().await;
+    assert_eq!(
+        rsp.type_url,
+        type_url,
+        "unexpected push of {:?} (version {})",
+        names(&rsp),
+        rsp.system_version_info
+    );
+    rsp
+}
+
 fn decode<M: prost::Message + Default>(rsp: &pb::DiscoveryResponse, name: &str) -> Option<M> {
     let r = rsp.resources.iter().find(|r| r.name == name)?;
     let any = r.resource.as_ref().expect("resource body");
@@ -285,8 +299,7 @@ async fn the_cluster_becomes_the_mesh_and_changes_reach_proxies_as_only_what_cha
             ("10.1.0.2", "legacy-1", false),
         ],
     ));
-    let rsp = proxy.recv().await;
-    assert_eq!(rsp.type_url, ENDPOINTS_TYPE_URL);
+    let rsp = next_of(&mut proxy, ENDPOINTS_TYPE_URL).await;
     assert_eq!(names(&rsp), ["default/reviews"], "only that service");
     let eps: pb::Endpoints = decode(&rsp, "default/reviews").expect("endpoints");
     assert_eq!(addresses(&eps), ["10.1.0.1:9080"]);
@@ -350,11 +363,8 @@ async fn broken_and_expired_watches_resume_and_a_refused_config_map_keeps_the_la
     api.expire_history();
     api.break_watches();
     api.apply(slice("reviews", 9080, &[("10.1.0.2", "legacy-1", true)]));
-    let rsp = proxy.recv().await;
-    assert_eq!(
-        rsp.type_url, ENDPOINTS_TYPE_URL,
-        "the refused ConfigMap pushed nothing"
-    );
+    // Nothing before it: the refused ConfigMap pushed nothing.
+    let rsp = next_of(&mut proxy, ENDPOINTS_TYPE_URL).await;
     let eps: pb::Endpoints = decode(&rsp, "default/reviews").expect("endpoints");
     assert_eq!(addresses(&eps), ["10.1.0.2:9080"]);
     assert!(api.list_count("EndpointSlice") > lists, "listed again");
