@@ -16,7 +16,7 @@ COPY . .
 # cached target directory in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p skiff -p skiff-xds \
+    cargo build --release --locked -p skiff -p skiff-xds --features skiff-xds/kubernetes \
     && install -m 0755 target/release/skiff target/release/skiff-xds /usr/local/bin/
 
 FROM debian:bookworm-slim
