@@ -202,4 +202,61 @@ mod tests {
             "a new MeshSettings version"
         );
     }
+
+    #[test]
+    fn an_endpoints_update_replaces_only_those_endpoints() {
+        let text = "services:\n  - { name: a, namespace: default, endpoints: [ { address: \"10.0.0.1:80\" } ] }\n  - { name: b, namespace: default, endpoints: [ { address: \"10.0.0.2:80\" } ] }\n";
+        let store = ConfigStore::new(mesh(text));
+        store.set_trust_anchors(vec![b"anchor".to_vec()]);
+        let before = store.current();
+        let mut changes = store.subscribe();
+        changes.mark_unchanged();
+
+        let mut edited = mesh(text);
+        edited.services[0].endpoints[0].address = Some("10.0.0.9:80".parse().expect("addr"));
+        let a = edited.services[0].clone();
+        let changed =
+            store.update_endpoints(&edited.workloads, "cluster.local", std::slice::from_ref(&a));
+        assert_eq!(changed, Some(true));
+        assert!(changes.has_changed().expect("open"), "streams are woken");
+        let after = store.current();
+        assert_eq!(
+            after.endpoints["default/a"].message.endpoints[0].address,
+            "10.0.0.9:80"
+        );
+        assert_ne!(
+            after.kind_version(Kind::Endpoints),
+            before.kind_version(Kind::Endpoints)
+        );
+        for kind in [
+            Kind::Service,
+            Kind::Workload,
+            Kind::MeshSettings,
+            Kind::Authorization,
+        ] {
+            assert_eq!(
+                after.kind_version(kind),
+                before.kind_version(kind),
+                "{kind:?}"
+            );
+        }
+        assert_eq!(after.endpoints["default/b"], before.endpoints["default/b"]);
+        // What a whole compile of the edited mesh gives, anchors included.
+        let whole = ConfigStore::new(edited);
+        whole.set_trust_anchors(vec![b"anchor".to_vec()]);
+        assert_eq!(*whole.current(), *after);
+
+        // The same again changes nothing; an unknown service asks for a whole install.
+        assert_eq!(
+            store.update_endpoints(&[], "cluster.local", std::slice::from_ref(&a)),
+            Some(false)
+        );
+        let mut unknown = a.clone();
+        unknown.name = "c".into();
+        assert_eq!(
+            store.update_endpoints(&[], "cluster.local", &[unknown]),
+            None
+        );
+        assert_eq!(*store.current(), *after, "nothing done");
+    }
 }
