@@ -1,6 +1,7 @@
 //! Control-plane fan-out benchmark: one `skiff-xds serve` process, N discovery streams from
 //! in-process tonic clients that subscribe and ACK like proxies, then K edits of the mesh file
-//! (atomic rename), each timed from the rename until every stream has received the change.
+//! (atomic rename; under `kube-churn` an EndpointSlice replaced in the fake API server), each
+//! timed from the change until every stream has received it.
 //!
 //! Run with `cargo bench -p skiff-xds --bench fanout`. Knobs (environment):
 //! `SKIFF_BENCH_STREAMS` (default 1000), `SKIFF_BENCH_EDITS` (20),
@@ -825,7 +826,7 @@ impl Report<'_> {
             s,
             "\nscenario: {} ({} services of {} endpoints besides the hot one; each edit changes \
              the hot service's {})\nstreams: {} on {} HTTP/2 connections ({} per connection); \
-             edits: {}; watcher debounce: {WATCHER_DEBOUNCE_MS} ms\n",
+             edits: {}; {}\n",
             scenario.name(),
             scenario.services(),
             scenario.endpoints(),
@@ -837,15 +838,26 @@ impl Report<'_> {
             self.knobs.streams,
             self.conns,
             self.knobs.per_conn,
+            self.knobs.edits,
+            match scenario {
+                Scenario::KubeChurn => "no debounce: the change comes over a watch".to_owned(),
+                _ => format!("watcher debounce: {WATCHER_DEBOUNCE_MS} ms"),
+            }
+        );
+        let change = match scenario {
+            Scenario::KubeChurn => "EndpointSlice update",
+            _ => "rename",
+        };
+        let _ = writeln!(
+            s,
+            "Per edit, from the {change} to the moment the Nth stream had received (and queued \
+             its ACK for) the response carrying the change; p50/p99/max over the {} edits:\n",
             self.knobs.edits
         );
         let _ = writeln!(
             s,
-            "Per edit, from the rename to the moment the Nth stream had received (and queued \
-             its ACK for) the response carrying the change; p50/p99/max over the {} edits:\n",
-            self.knobs.edits
+            "| time from {change} (ms) | p50 | p99 | max | min |\n|---|---|---|---|---|"
         );
-        s.push_str("| time from rename (ms) | p50 | p99 | max | min |\n|---|---|---|---|---|\n");
         s.push_str(&row("last stream (all in sync)", &last));
         s.push_str(&row("median stream", &median));
         s.push_str(&row("first stream", &first));
@@ -879,7 +891,7 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "RSS per stream: {per_stream:.1} kB. Control-plane CPU: {:.2} s for the connect \
-             storm; per edit (rename to last stream) p50 {:.1} ms, max {:.1} ms.",
+             storm; per edit ({change} to last stream) p50 {:.1} ms, max {:.1} ms.",
             self.cpu_storm.as_secs_f64(),
             ms(percentile(&cpu, 50.0)),
             ms(cpu[cpu.len() - 1]),

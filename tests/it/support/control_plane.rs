@@ -49,7 +49,9 @@ const BUILD: Duration = Duration::from_secs(600);
 
 /// The `skiff-xds` binary of this build, next to `skiff` in `target/<profile>/`. Cargo only
 /// builds the binaries of the package under test, so this runs `cargo build -p skiff-xds`
-/// once per test process (cargo releases its build lock before it runs the tests).
+/// once per test process (cargo releases its build lock before it runs the tests). It builds
+/// with the `kubernetes` feature, as `scripts/test.sh` does: a build without it would replace
+/// the binary that skiff-xds's own `serve --kubernetes` tests run, mid-run.
 pub async fn skiff_xds_bin() -> &'static Path {
     static BIN: OnceCell<PathBuf> = OnceCell::const_new();
     BIN.get_or_init(|| async {
@@ -71,6 +73,8 @@ pub async fn skiff_xds_bin() -> &'static Path {
                 "skiff-xds",
                 "--bin",
                 "skiff-xds",
+                "--features",
+                "skiff-xds/kubernetes",
             ])
             .arg("--manifest-path")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
