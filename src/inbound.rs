@@ -1,5 +1,7 @@
 //! The inbound side: connections to this workload are forwarded to its app: with redirection
-//! to `127.0.0.1:<original destination port>`, in local mode to the workload's `inbound.app`.
+//! to `127.0.0.1:<original destination port>` (or, for an app that listens on the pod's IPv4
+//! address only, to that address from [`POD_SOURCE`]), in local mode to the workload's
+//! `inbound.app`.
 //! Mesh TLS is terminated by `conn` as `inbound.mtls` says; the peer identity it proves stays
 //! with the connection here, for the workload's rate limit, authorization and metrics.
 
@@ -21,11 +23,16 @@ use crate::{
     http::{Handler, ProxyError},
     resilience::RateLimiter,
     route::{Route, RouteError, authority},
-    snapshot::{DEFAULT_ROUTE, Snapshot, single_cluster},
+    snapshot::{DEFAULT_ROUTE, Snapshot, redirected_app_cluster},
     state::State,
     telemetry::{Direction, RouteStats, TcpStats},
     tls::TlsMetrics,
 };
+
+/// The source address of the sidecar's connections to the app at the pod's own address:
+/// `skiff init` lets traffic from it through `lo` untouched, where the sidecar's other
+/// connections to the pod's address are redirected to the inbound side.
+pub const POD_SOURCE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6)), 0);
 
 /// Per inbound connection: where a redirected connection was going, as a route to the app,
 /// and who the client proved to be.
@@ -47,7 +54,8 @@ struct Client {
 
 impl Inbound {
     /// A connection whose original destination is not the listener itself was redirected:
-    /// the app listens on that port on loopback (the pod's own port).
+    /// the app listens on that port on loopback (the pod's own port), or else on the pod's
+    /// IPv4 address, the original destination.
     pub fn new(state: &State, dst: SocketAddr, local: SocketAddr) -> Self {
         let tls_metrics = state.tls_metrics.clone();
         if dst == local {
@@ -68,8 +76,10 @@ impl Inbound {
             || state.redirected_inbound.clone(),
             |ib| ib.route.stats.clone(),
         );
+        // The pod's IPv6 address has no source address the rules could exempt.
+        let pod = (dst.is_ipv4() && !dst.ip().is_loopback()).then_some(dst);
         let cluster = state.app_cluster(app, || {
-            single_cluster("inbound", app, &state.settings, &state.resilience, None)
+            redirected_app_cluster(app, pod, &state.settings, &state.resilience)
         });
         Inbound {
             redirected: Some(Route::fallback(DEFAULT_ROUTE, cluster, stats)),

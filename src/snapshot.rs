@@ -542,6 +542,29 @@ pub fn single_cluster(
     )
 }
 
+/// The cluster of an app reached by redirected inbound connections: `app` on loopback, and
+/// `pod` (the connection's original destination) from [`crate::inbound::POD_SOURCE`] when the
+/// app refuses on loopback because it listens on the pod's address only.
+pub fn redirected_app_cluster(
+    app: SocketAddr,
+    pod: Option<SocketAddr>,
+    settings: &Settings,
+    resilience: &ResilienceMetrics,
+) -> Cluster {
+    let mut pool = EndpointPool::new(
+        app,
+        None,
+        APP_CONNECT_TIMEOUT,
+        settings.h1_idle_timeout,
+        settings.h1_max_idle,
+    );
+    if let Some(pod) = pod {
+        pool = pool.with_alternate(pod, crate::inbound::POD_SOURCE);
+    }
+    let carried = (Arc::new(Endpoint::new(app, None, None)), Arc::new(pool));
+    single_cluster("inbound", app, settings, resilience, Some(carried))
+}
+
 fn new_pool(
     addr: SocketAddr,
     mesh: Option<MeshPeer>,

@@ -9,7 +9,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -147,6 +147,8 @@ struct H2Slot {
 /// over to the next snapshot while the endpoint stays.
 pub struct EndpointPool {
     addr: SocketAddr,
+    /// Where else the endpoint may answer; see [`EndpointPool::with_alternate`].
+    alternate: Option<Alternate>,
     mesh: Option<MeshPeer>,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -154,6 +156,14 @@ pub struct EndpointPool {
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<H2Slot>,
     h2_generation: AtomicU64,
+}
+
+/// A second address of an endpoint, dialled from a source address of its own when the first
+/// refuses, and preferred while it is the one that answers.
+struct Alternate {
+    addr: SocketAddr,
+    source: SocketAddr,
+    preferred: AtomicBool,
 }
 
 impl std::fmt::Debug for EndpointPool {
@@ -174,6 +184,7 @@ impl EndpointPool {
     ) -> Self {
         EndpointPool {
             addr,
+            alternate: None,
             mesh,
             connect_timeout,
             idle_timeout,
@@ -182,6 +193,18 @@ impl EndpointPool {
             h2: Mutex::new(H2Slot::default()),
             h2_generation: AtomicU64::new(0),
         }
+    }
+
+    /// Also dials `addr`, from `source`, when the endpoint's own address refuses (and first,
+    /// while that is the one that answers). The redirected inbound side uses it for an app
+    /// that listens on the pod's address only, not on loopback.
+    pub fn with_alternate(mut self, addr: SocketAddr, source: SocketAddr) -> Self {
+        self.alternate = Some(Alternate {
+            addr,
+            source,
+            preferred: AtomicBool::new(false),
+        });
+        self
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -243,16 +266,61 @@ impl EndpointPool {
 
     async fn connect_tcp(&self, breaker: &Breaker) -> Result<(TcpStream, ConnGuard), ConnectError> {
         let guard = breaker.connection()?;
-        let addr = self.addr;
-        match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+        let Some(alt) = &self.alternate else {
+            return Ok((self.dial(self.addr, None).await?, guard));
+        };
+        let alt_first = alt.preferred.load(Ordering::Relaxed);
+        let first = if alt_first {
+            self.dial(alt.addr, Some(alt.source)).await
+        } else {
+            self.dial(self.addr, None).await
+        };
+        match first {
+            Ok(s) => Ok((s, guard)),
+            Err(ConnectError::Refused { source, .. })
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                let second = if alt_first {
+                    self.dial(self.addr, None).await?
+                } else {
+                    self.dial(alt.addr, Some(alt.source)).await?
+                };
+                alt.preferred.store(!alt_first, Ordering::Relaxed);
+                Ok((second, guard))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One TCP connect within the connect timeout, from `source` when given.
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        source: Option<SocketAddr>,
+    ) -> Result<TcpStream, ConnectError> {
+        let refused = |source: std::io::Error| ConnectError::Refused {
+            addr,
+            source: Arc::new(source),
+        };
+        let connect = async {
+            match source {
+                None => TcpStream::connect(addr).await,
+                Some(from) => {
+                    let socket = match from {
+                        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                    };
+                    socket.bind(from)?;
+                    socket.connect(addr).await
+                }
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
-                Ok((s, guard))
+                Ok(s)
             }
-            Ok(Err(source)) => Err(ConnectError::Refused {
-                addr,
-                source: Arc::new(source),
-            }),
+            Ok(Err(source)) => Err(refused(source)),
             Err(_) => Err(ConnectError::Timeout {
                 addr,
                 after: self.connect_timeout,

@@ -107,6 +107,14 @@ pub fn plan(opts: &InitArgs, family: Family) -> Plan {
     // connection, with the same port exclusions. Other traffic on `lo` (the app to itself,
     // the proxy to the app on 127.0.0.1) and everything else the proxy sends stays untouched.
     let lo = family.loopback();
+    // The sidecar's connections to the app at the pod's own address (an app that does not
+    // listen on loopback) come from a source address of their own: straight to the app.
+    if family == Family::V4 {
+        push(
+            OUTPUT,
+            format!("-s {}/32 -o lo -j RETURN", crate::inbound::POD_SOURCE.ip()),
+        );
+    }
     let mut owners = vec![format!("--uid-owner {}", opts.proxy_uid)];
     if let Some(gid) = opts.proxy_gid {
         owners.push(format!("--gid-owner {gid}"));

@@ -36,6 +36,7 @@ const DEFAULT_V4: &str = "\
 -A SKIFF_INBOUND -p tcp -m tcp --dport 15006 -j RETURN
 -A SKIFF_INBOUND -p tcp -j SKIFF_IN_REDIRECT
 -A SKIFF_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+-A SKIFF_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN
 -A SKIFF_OUTPUT ! -d 127.0.0.1/32 -o lo -m owner --uid-owner 1337 -j SKIFF_INBOUND
 -A SKIFF_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN
 -A SKIFF_OUTPUT -m owner --uid-owner 1337 -j RETURN

@@ -146,6 +146,32 @@ async fn two_pods_talk_through_both_sidecars_over_ipv4_and_ipv6() {
 }
 
 #[tokio::test]
+async fn an_app_listening_on_the_pod_address_only_is_reached_at_that_address() {
+    if skipped("an_app_listening_on_the_pod_address_only_is_reached_at_that_address") {
+        return;
+    }
+    let pair = PodPair::new();
+    pair.server.init_ok(&["--ipv6", "off"]);
+    // Not on loopback: the sidecar's first try at 127.0.0.1 is refused.
+    let app = Whoami::start(pair.server.bind(at(SERVER_V4, 0)));
+    let server = sidecar("services: []\n", &pair.server).start().await;
+
+    let passthrough_source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+    for n in 1..=2 {
+        let seen = who(pair.client.connect(at(SERVER_V4, app.port))).await;
+        assert_eq!(
+            seen, passthrough_source,
+            "connection {n}: the sidecar reached the app at the pod address, from the source `skiff init` lets through"
+        );
+        assert_eq!(
+            counts(&server).await,
+            [0.0, f64::from(n), 0.0],
+            "connection {n}: taken inbound once (the sidecar's own connection was not looped back)"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_app_calling_itself_through_its_service_goes_through_the_inbound_side() {
     if skipped("an_app_calling_itself_through_its_service_goes_through_the_inbound_side") {
         return;
