@@ -174,3 +174,95 @@ async fn proxies(admin: SocketAddr) -> ProxiesReport {
     assert_eq!(rsp.status, StatusCode::OK, "{rsp:?}");
     serde_json::from_slice(&rsp.body).expect("JSON /proxies")
 }
+
+/// `skiff-xds demo` as a user runs it, in a process of its own on free ports; the sidecar
+/// pids it prints once the mesh is ready.
+async fn demo_process(dir: &std::path::Path) -> (tokio::process::Child, Vec<u32>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let bin = crate::support::control_plane::skiff_xds_bin().await;
+    let mut child = tokio::process::Command::new(bin)
+        .arg("demo")
+        .arg("--skiff")
+        .arg(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--dir")
+        .arg(dir)
+        .args([
+            "--outbound-port=0",
+            "--admin-port=0",
+            "--xds-port=0",
+            "--xds-admin-port=0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn skiff-xds demo");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut pids = Vec::new();
+    within("the demo's instructions", STEP, async {
+        let mut in_table = false;
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.trim() == "Sidecars:" {
+                in_table = true;
+                continue;
+            }
+            if in_table {
+                let mut words = line.split_whitespace();
+                match (words.next(), words.next().and_then(|p| p.parse().ok())) {
+                    (Some(_), Some(pid)) => pids.push(pid),
+                    // The header row, then the blank line after the table.
+                    _ if pids.is_empty() => {}
+                    _ => break,
+                }
+            }
+        }
+    })
+    .await;
+    // Keep reading, so the demo never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    assert_eq!(pids.len(), demo::WORKLOADS.len(), "sidecar pids: {pids:?}");
+    (child, pids)
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_demo_takes_its_sidecars_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, pids) = demo_process(dir.path()).await;
+    assert!(pids.iter().all(|&p| alive(p)), "{pids:?} run");
+    // SIGKILL: the demo cannot stop anything itself.
+    child.start_kill().expect("SIGKILL the demo");
+    child.wait().await.expect("reap the demo");
+    eventually("every sidecar is gone", STEP, || async {
+        pids.iter().all(|&p| !alive(p))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_whose_terminal_closes_stops_its_sidecars() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, pids) = demo_process(dir.path()).await;
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: a signal to our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let status = within("the demo exits on SIGHUP", STEP, child.wait())
+        .await
+        .expect("reap the demo");
+    assert!(status.success(), "stops as on Ctrl-C: {status}");
+    assert!(
+        pids.iter().all(|&p| !alive(p)),
+        "the demo stopped every sidecar before it exited: {pids:?}"
+    );
+}

@@ -86,6 +86,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Listen before starting anything, so a signal during startup is not lost.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    // The terminal closed: stop as on Ctrl-C, so no sidecar outlives the demo.
+    let mut hangup = signal(SignalKind::hangup())?;
     eprintln!(
         "skiff-xds demo: starting apps, the control plane and sidecars with {}",
         opts.skiff_bin.display()
@@ -94,12 +96,14 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         demo = start(opts) => demo?,
         _ = interrupt.recv() => return Ok(ExitCode::from(130)),
         _ = terminate.recv() => return Ok(ExitCode::from(143)),
+        _ = hangup.recv() => return Ok(ExitCode::from(129)),
     };
     print!("{}", instructions(&demo));
 
     let code = tokio::select! {
         _ = interrupt.recv() => ExitCode::SUCCESS,
         _ = terminate.recv() => ExitCode::SUCCESS,
+        _ = hangup.recv() => ExitCode::SUCCESS,
         (workload, status) = demo.sidecar_exited() => {
             let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
             let log = demo.sidecars().find(|s| s.workload == workload).map(|s| s.log.display().to_string());

@@ -207,6 +207,13 @@ pub(crate) async fn start(launch: Launch<'_>, deadline: Instant) -> Result<Sidec
         // Its own process group: Ctrl-C in the terminal reaches only `skiff-xds demo`, which
         // then stops the sidecars in order instead of racing them.
         .process_group(0);
+    // A demo killed outright (SIGKILL, a crash) cannot stop its sidecars: the kernel does.
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid, kill on itself); it allocates nothing.
+    let demo_pid = std::process::id();
+    unsafe {
+        cmd.pre_exec(move || die_with_parent(demo_pid));
+    }
     for change in &launch.env {
         match change {
             EnvChange::Set(key, value) => cmd.env(key, value),
@@ -451,4 +458,28 @@ mod tests {
             PathBuf::from("/opt/skiff")
         );
     }
+}
+
+/// In a freshly forked sidecar: SIGTERM when the demo dies (the sidecar drains and exits as on
+/// Ctrl-C), and at once if it already has. The signal follows the thread that spawned the
+/// child, one of the demo's runtime threads, which live as long as the demo.
+fn die_with_parent(demo_pid: u32) -> io::Result<()> {
+    // SAFETY: plain syscalls on the calling process, no memory passed.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // The demo may have died between the fork and the prctl.
+        if libc::getppid() as u32 != demo_pid {
+            libc::kill(libc::getpid(), libc::SIGTERM);
+        }
+    }
+    Ok(())
 }
