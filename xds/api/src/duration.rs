@@ -9,11 +9,32 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Dur(pub Duration);
 
+/// The longest duration a mesh file or flag may give: one week.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: expected a number and a unit (ms, s, m, h), e.g. 250ms or 2s")]
-pub struct DurationError {
-    pub input: String,
+pub enum DurationError {
+    #[error(
+        "invalid duration {input:?}: expected a number and a unit (ms, s, m, h), e.g. 250ms or 2s"
+    )]
+    Syntax { input: String },
+    #[error("invalid duration {input:?}: at most 1 week (168h)")]
+    TooLong { input: String },
+}
+
+impl DurationError {
+    /// The refusal as a mesh-file field states it, after the field's path.
+    pub fn field_message(&self) -> String {
+        match self {
+            DurationError::Syntax { input } => format!(
+                "must be a duration, a number and a unit (ms, s, m, h) such as 250ms or 2s, got {input:?}"
+            ),
+            DurationError::TooLong { input } => {
+                format!("must be at most 1 week (168h), got {input}")
+            }
+        }
+    }
 }
 
 impl Dur {
@@ -32,7 +53,7 @@ impl FromStr for Dur {
     type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || DurationError {
+        let err = || DurationError::Syntax {
             input: s.to_owned(),
         };
         let t = s.trim();
@@ -52,9 +73,14 @@ impl FromStr for Dur {
             _ => return Err(err()),
         };
         let secs = value * secs_per_unit;
-        // A week is far beyond any timeout a mesh needs; it also keeps the f64 exact in ms.
-        if !secs.is_finite() || !(0.0..=604_800.0).contains(&secs) {
+        if !secs.is_finite() || secs < 0.0 {
             return Err(err());
+        }
+        // A week is far beyond any timeout a mesh needs; it also keeps the f64 exact in ms.
+        if secs > MAX_DURATION.as_secs_f64() {
+            return Err(DurationError::TooLong {
+                input: s.to_owned(),
+            });
         }
         Ok(Dur(Duration::from_secs_f64(secs)))
     }
@@ -74,7 +100,8 @@ impl fmt::Display for Dur {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        s.parse()
+            .map_err(|e: DurationError| serde::de::Error::custom(e.field_message()))
     }
 }
 
@@ -109,6 +136,26 @@ mod tests {
         for bad in ["", "s", "10", "5x", "-1s", "1e3s", "ms5", "1..2s"] {
             assert!(bad.parse::<Dur>().is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn names_the_one_week_cap() {
+        assert_eq!("168h".parse::<Dur>().unwrap().0, MAX_DURATION);
+        let err = "169h".parse::<Dur>().unwrap_err();
+        assert_eq!(
+            err,
+            DurationError::TooLong {
+                input: "169h".to_owned()
+            }
+        );
+        assert_eq!(
+            err.field_message(),
+            "must be at most 1 week (168h), got 169h"
+        );
+        assert_eq!(
+            err.to_string(),
+            r#"invalid duration "169h": at most 1 week (168h)"#
+        );
     }
 
     #[test]

@@ -15,12 +15,12 @@ use crate::model::{
 
 /// Weights are relative; the bound keeps their sum far from `u32` overflow, as the
 /// Gateway API does.
-const MAX_WEIGHT: u32 = 1_000_000;
+pub(super) const MAX_WEIGHT: u32 = 1_000_000;
 /// Bodies buffered for a retry stay in memory, so one route cannot ask for more than this.
-const MAX_RETRY_BODY: u64 = 16 * 1024 * 1024;
-const MAX_ATTEMPTS: u32 = 10;
+pub(super) const MAX_RETRY_BODY: u64 = 16 * 1024 * 1024;
+pub(super) const MAX_ATTEMPTS: u32 = 10;
 /// gRPC status codes: 0 (OK) to 16 (UNAUTHENTICATED).
-const MAX_GRPC_STATUS: u32 = 16;
+pub(super) const MAX_GRPC_STATUS: u32 = 16;
 
 /// `at` is the service's path.
 pub(super) fn check_all(svc: &Service, at: &FieldPath, index: &MeshIndex<'_>, report: &mut Report) {

@@ -207,6 +207,7 @@ fn sampling_is_a_ratio() {
 // ---- services ----
 
 mod authorization;
+mod messages;
 mod resilience;
 mod routes;
 mod services;
