@@ -419,6 +419,30 @@ async fn probe_ready(admin: SocketAddr) -> Result<StatusCode, String> {
     result
 }
 
+/// In a freshly forked sidecar: SIGTERM when the demo dies (the sidecar drains and exits as on
+/// Ctrl-C), and at once if it already has. The signal follows the thread that spawned the
+/// child, one of the demo's runtime threads, which live as long as the demo.
+fn die_with_parent(demo_pid: u32) -> io::Result<()> {
+    // SAFETY: plain syscalls on the calling process, no memory passed.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // The demo may have died between the fork and the prctl.
+        if libc::getppid() as u32 != demo_pid {
+            libc::kill(libc::getpid(), libc::SIGTERM);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,28 +482,4 @@ mod tests {
             PathBuf::from("/opt/skiff")
         );
     }
-}
-
-/// In a freshly forked sidecar: SIGTERM when the demo dies (the sidecar drains and exits as on
-/// Ctrl-C), and at once if it already has. The signal follows the thread that spawned the
-/// child, one of the demo's runtime threads, which live as long as the demo.
-fn die_with_parent(demo_pid: u32) -> io::Result<()> {
-    // SAFETY: plain syscalls on the calling process, no memory passed.
-    unsafe {
-        if libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        // The demo may have died between the fork and the prctl.
-        if libc::getppid() as u32 != demo_pid {
-            libc::kill(libc::getpid(), libc::SIGTERM);
-        }
-    }
-    Ok(())
 }
