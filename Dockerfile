@@ -16,8 +16,8 @@ COPY . .
 # cached target directory in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p skiff -p skiff-xds --features skiff-xds/kubernetes \
-    && install -m 0755 target/release/skiff target/release/skiff-xds /usr/local/bin/
+    cargo build --profile dist --locked -p skiff -p skiff-xds --features skiff-xds/kubernetes \
+    && install -m 0755 target/dist/skiff target/dist/skiff-xds /usr/local/bin/
 
 FROM debian:bookworm-slim
 # Not pinned to package versions: bookworm's security updates replace them, and a pinned
