@@ -705,17 +705,13 @@ fn skiff_bin() -> PathBuf {
     bin
 }
 
-#[tokio::test]
-async fn logs_in_files_are_plain_and_a_stopping_control_plane_closes_the_stream_quietly() {
-    let logs = tempfile::tempdir().expect("temp dir");
-    let cp_log = logs.path().join("skiff-xds.log");
-    let proxy_log = logs.path().join("skiff.log");
-    let mut server = start_logging_to(Some(&cp_log)).await;
-
+/// `skiff run` as workload reviews-v1 of `grpc`'s control plane, logging at info to `log`;
+/// returns once it printed its startup line (its first config is applied).
+async fn spawn_proxy(grpc: SocketAddr, log: &Path) -> Child {
     let mut proxy = Command::new(skiff_bin())
         .arg("run")
         .arg("--xds")
-        .arg(format!("http://{}", server.grpc))
+        .arg(format!("http://{grpc}"))
         .args(["--workload", "reviews-v1", "--namespace", "default"])
         .args(["--admin-addr", "127.0.0.1:0"])
         .args(["--outbound-addr", "127.0.0.1:0"])
@@ -726,7 +722,7 @@ async fn logs_in_files_are_plain_and_a_stopping_control_plane_closes_the_stream_
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
-            std::fs::File::create(&proxy_log).expect("create proxy log"),
+            std::fs::File::create(log).expect("create proxy log"),
         ))
         .kill_on_drop(true)
         .spawn()
@@ -740,8 +736,54 @@ async fn logs_in_files_are_plain_and_a_stopping_control_plane_closes_the_stream_
         line.as_deref()
             .is_some_and(|l| l.starts_with("skiff listening ")),
         "{line:?}; log: {}",
-        std::fs::read_to_string(&proxy_log).unwrap_or_default()
+        std::fs::read_to_string(log).unwrap_or_default()
     );
+    proxy
+}
+
+#[tokio::test]
+async fn a_proxy_that_stops_is_logged_as_gone_not_as_a_protocol_error() {
+    let logs = tempfile::tempdir().expect("temp dir");
+    let cp_log = logs.path().join("skiff-xds.log");
+    let proxy_log = logs.path().join("skiff.log");
+    let server = start_logging_to(Some(&cp_log)).await;
+    let mut proxy = spawn_proxy(server.grpc, &proxy_log).await;
+    wait_log(&cp_log, "proxy connected").await;
+
+    sigterm(&proxy);
+    let status = tokio::time::timeout(DEADLINE, proxy.wait())
+        .await
+        .expect("skiff exits in time")
+        .expect("reap skiff");
+    assert!(status.success(), "skiff: {status}");
+    let text = wait_log(&cp_log, "proxy disconnected").await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("proxy disconnected"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(" INFO ") && !line.contains("h2 protocol error"),
+        "{line}"
+    );
+    assert!(
+        line.contains("the proxy closed the connection") || line.contains("closed by the proxy"),
+        "{line}"
+    );
+    assert_plain("skiff-xds serve", &text);
+    assert_plain(
+        "skiff run",
+        &std::fs::read_to_string(&proxy_log).expect("read proxy log"),
+    );
+}
+
+#[tokio::test]
+async fn logs_in_files_are_plain_and_a_stopping_control_plane_closes_the_stream_quietly() {
+    let logs = tempfile::tempdir().expect("temp dir");
+    let cp_log = logs.path().join("skiff-xds.log");
+    let proxy_log = logs.path().join("skiff.log");
+    let mut server = start_logging_to(Some(&cp_log)).await;
+
+    let mut proxy = spawn_proxy(server.grpc, &proxy_log).await;
     wait_log(&cp_log, "proxy connected").await;
 
     // The control plane stops: the proxy's stream ends with UNAVAILABLE, which is no error.
