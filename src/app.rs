@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::{
     admin,
     authz::AuthzMetrics,
-    bootstrap::{RunArgs, Settings, TraceSettings},
+    bootstrap::{self, RunArgs, Settings, TraceSettings},
     conn, inbound,
     listener::{self, DrainControl},
     outbound,
@@ -36,7 +36,7 @@ const DEFAULT_INBOUND: SocketAddr =
 
 /// `skiff run`.
 pub fn run(args: RunArgs) -> ExitCode {
-    let logs = telemetry::init_logging(&args.log);
+    let logs = telemetry::init_logging(&args.log, bootstrap::no_color_from_env());
     let source = match (&args.config, &args.xds, &args.workload) {
         (Some(path), _, _) => Source::Static(StaticSource {
             path: path.clone(),

@@ -84,6 +84,11 @@ pub struct RunArgs {
     pub access_log: bool,
 }
 
+/// Whether `NO_COLOR` asks for logs without ANSI colour: set to a non-empty value.
+pub fn no_color_from_env() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
 /// Tracing as the OpenTelemetry variables set it, read once at start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceSettings {

@@ -1,6 +1,7 @@
 //! Logging to stderr through `tracing`, with a filter that `/logging` can read and replace.
+//! ANSI colour only when stderr is a terminal and `NO_COLOR` is not set, so files are plain.
 
-use std::sync::Mutex;
+use std::{io::IsTerminal, sync::Mutex};
 
 use tracing_subscriber::{
     EnvFilter, Registry, fmt, layer::SubscriberExt, reload, util::SubscriberInitExt,
@@ -12,14 +13,23 @@ pub struct LogControl {
     current: Mutex<String>,
 }
 
+/// Whether to colour logs: only on a terminal, and never when `NO_COLOR` asks not to.
+pub fn colour(no_color: bool, terminal: bool) -> bool {
+    terminal && !no_color
+}
+
 /// Installs the global subscriber. An invalid initial filter falls back to `info`.
-pub fn init_logging(filter: &str) -> LogControl {
+/// `no_color` (from `NO_COLOR`) turns colour off even on a terminal.
+pub fn init_logging(filter: &str, no_color: bool) -> LogControl {
     let (directive, env_filter) = match EnvFilter::try_new(filter) {
         Ok(f) => (filter.to_owned(), f),
         Err(_) => ("info".to_owned(), EnvFilter::new("info")),
     };
     let (layer, handle) = reload::Layer::new(env_filter);
-    let fmt = fmt::layer().with_writer(std::io::stderr).with_target(true);
+    let fmt = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(no_color, std::io::stderr().is_terminal()))
+        .with_target(true);
     // A second init (tests in one process) keeps the first subscriber; that is fine.
     let _ = tracing_subscriber::registry()
         .with(layer)
@@ -49,5 +59,17 @@ impl LogControl {
             *g = directive.to_owned();
         }
         Ok(directive.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(false, true));
+        assert!(!colour(false, false), "a file or a pipe gets plain text");
+        assert!(!colour(true, true), "NO_COLOR wins on a terminal");
     }
 }

@@ -108,13 +108,21 @@ pub async fn run(
         metrics: &metrics,
     };
     loop {
-        match client
+        let ended = client
             .session(&mut machine, &mut wanted, &mut backoff)
-            .await
-        {
-            Ok(()) => info!(url = %cfg.url, "control-plane stream ended; reconnecting"),
-            Err(e) => {
-                warn!(url = %cfg.url, error = %e, "control-plane stream failed; keeping the last config")
+            .await;
+        match (StreamEnd::of(&ended), state.is_draining()) {
+            // The proxy is shutting down: the control plane going too is expected.
+            (end, true) => {
+                debug!(url = %cfg.url, reason = %end.reason(&ended), "discovery stream closed")
+            }
+            (end @ StreamEnd::Closed, false) => {
+                info!(url = %cfg.url, reason = %end.reason(&ended), "discovery stream closed; reconnecting")
+            }
+            (StreamEnd::Failed, false) => {
+                if let Err(e) = &ended {
+                    warn!(url = %cfg.url, error = %e, "control-plane stream failed; keeping the last config")
+                }
             }
         }
         machine.closed();
@@ -122,6 +130,64 @@ pub async fn run(
         state.set_xds_status(machine.status(&cfg.url).render());
         tokio::time::sleep(backoff.next_wait()).await;
     }
+}
+
+/// How a session of the discovery stream ended, which decides how loudly it is logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamEnd {
+    /// A normal close: the control plane ended the stream, answered `UNAVAILABLE` (it is
+    /// stopping or restarting), or closed the connection with a graceful GOAWAY.
+    Closed,
+    /// Anything else (connect failures, resets, timeouts, protocol errors): worth a warning.
+    Failed,
+}
+
+impl StreamEnd {
+    fn of(ended: &Result<(), XdsError>) -> StreamEnd {
+        match ended {
+            Ok(()) => StreamEnd::Closed,
+            Err(XdsError::Stream(status)) if is_normal_close(status) => StreamEnd::Closed,
+            Err(_) => StreamEnd::Failed,
+        }
+    }
+
+    /// Why the stream closed, in words for the log (never the transport's own error text
+    /// for a normal close).
+    fn reason(self, ended: &Result<(), XdsError>) -> String {
+        match ended {
+            Ok(()) => "ended by the control plane".to_owned(),
+            Err(XdsError::Stream(status)) if status.code() == tonic::Code::Unavailable => {
+                format!("unavailable: {}", status.message())
+            }
+            Err(XdsError::Stream(_)) if self == StreamEnd::Closed => {
+                "the control plane closed the connection".to_owned()
+            }
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+/// `UNAVAILABLE` from the control plane, or the connection closed under the stream by a
+/// GOAWAY or stream reset without error, is how a control plane stops; a keep-alive that
+/// timed out (also mapped to `UNAVAILABLE`) is not.
+fn is_normal_close(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    let mut graceful_h2 = false;
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            return false;
+        }
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            graceful_h2 |= (h2.is_go_away() || h2.is_reset())
+                && h2.is_remote()
+                && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = err.source();
+    }
+    status.code() == tonic::Code::Unavailable || graceful_h2
 }
 
 /// The thin task around the machine: the stream, the timers and the proxy's state.
@@ -310,5 +376,55 @@ impl Port for ProxyPort<'_> {
 
     fn lookups_settled(&mut self) {
         self.od.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(status: tonic::Status) -> Result<(), XdsError> {
+        Err(XdsError::Stream(status))
+    }
+
+    #[test]
+    fn a_stopping_control_plane_is_a_closed_stream() {
+        let ended = Ok(());
+        assert_eq!(StreamEnd::of(&ended), StreamEnd::Closed);
+        assert_eq!(
+            StreamEnd::Closed.reason(&ended),
+            "ended by the control plane"
+        );
+
+        let ended = stream(tonic::Status::unavailable("control plane shutting down"));
+        assert_eq!(StreamEnd::of(&ended), StreamEnd::Closed);
+        assert_eq!(
+            StreamEnd::Closed.reason(&ended),
+            "unavailable: control plane shutting down"
+        );
+    }
+
+    #[test]
+    fn real_errors_stay_failures() {
+        let protocol = stream(tonic::Status::internal(
+            "h2 protocol error: frame with invalid size",
+        ));
+        assert_eq!(StreamEnd::of(&protocol), StreamEnd::Failed);
+        assert!(
+            StreamEnd::Failed
+                .reason(&protocol)
+                .contains("frame with invalid size")
+        );
+        // A reset this side's library made is no close by the control plane.
+        let local = stream(tonic::Status::from_error(Box::new(h2::Error::from(
+            h2::Reason::NO_ERROR,
+        ))));
+        assert_eq!(StreamEnd::of(&local), StreamEnd::Failed);
+        let refused = stream(tonic::Status::not_found("unknown workload default/x"));
+        assert_eq!(StreamEnd::of(&refused), StreamEnd::Failed);
+        assert_eq!(
+            StreamEnd::of(&Err(XdsError::RequestsClosed)),
+            StreamEnd::Failed
+        );
     }
 }

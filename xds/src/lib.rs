@@ -8,6 +8,7 @@ pub mod ca;
 pub mod check;
 pub mod demo;
 pub mod inject;
+pub mod logging;
 pub mod metrics;
 pub mod serve;
 pub mod server;

@@ -186,7 +186,7 @@ fn parse_lifetime(text: &str) -> Result<Duration, String> {
 }
 
 pub fn main(command: ServeCommand) -> ExitCode {
-    init_logging();
+    crate::logging::init_stderr();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -204,15 +204,6 @@ pub fn main(command: ServeCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// HTTP/2 PING interval on discovery connections, and how long a PING may go unanswered.

@@ -3,7 +3,12 @@
 
 mod common;
 
-use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
 
 use skiff_api::{
     pb::{self, discovery_client::DiscoveryClient},
@@ -13,7 +18,7 @@ use skiff_api::{
     },
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     process::{Child, Command},
     sync::mpsc,
 };
@@ -43,7 +48,7 @@ authorization:
 "#;
 
 struct Server {
-    _child: Child,
+    child: Child,
     _dir: tempfile::TempDir,
     config: PathBuf,
     grpc: SocketAddr,
@@ -51,24 +56,35 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_logging_to(None).await
+}
+
+/// [`start`], with its logs at `info` written to `log` when given (stderr is then a file, not
+/// a terminal, and `NO_COLOR` is unset, so only the terminal check keeps colour out).
+async fn start_logging_to(log: Option<&Path>) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("mesh.yaml");
     std::fs::write(&config, MESH).expect("write mesh file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-xds"))
-        .arg("serve")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff-xds"));
+    cmd.arg("serve")
         .arg("--config")
         .arg(&config)
         .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn skiff-xds");
+        .kill_on_drop(true);
+    if let Some(log) = log {
+        let file = std::fs::File::create(log).expect("create log file");
+        cmd.env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .stderr(Stdio::from(file));
+    }
+    let mut child = cmd.spawn().expect("spawn skiff-xds");
     let (grpc, admin) = common::startup_addrs(&mut child, DEADLINE)
         .await
         .unwrap_or_else(|line| panic!("unexpected startup line {line:?}"));
     Server {
-        _child: child,
+        child,
         _dir: dir,
         config,
         grpc,
@@ -584,4 +600,223 @@ async fn malformed_requests_get_grpc_errors_and_bogus_nonces_are_ignored() {
     // The server still serves new streams.
     let mut again = connect_proxy(server.grpc).await;
     assert_eq!(again.first_round().await.len(), Kind::ALL.len());
+}
+
+/// The `skiff_xds_config_reloads_total` sample for `result`, 0 when absent.
+async fn reloads(admin: SocketAddr, result: &str) -> u64 {
+    let metrics = http_get(admin, "/metrics").await;
+    let prefix = format!("skiff_xds_config_reloads_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads `path` until it contains `needle`; panics with the text at the deadline.
+async fn wait_log(path: &Path, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {needle:?} in {}:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_plain(what: &str, log: &str) {
+    assert!(!log.trim().is_empty(), "{what}: empty log");
+    assert!(
+        !log.contains('\x1b'),
+        "{what}: escape bytes in a log written to a file:\n{log:?}"
+    );
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("child still running");
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: kill(2) with a pid this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+}
+
+#[tokio::test]
+async fn a_good_file_after_a_refused_edit_is_applied_and_counted() {
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = logs.path().join("skiff-xds.log");
+    let server = start_logging_to(Some(&log)).await;
+    let ok = reloads(server.admin, "ok").await;
+
+    server.replace_config(&MESH.replace(
+        "service: reviews-v2, weight: 90",
+        "service: nowhere, weight: 90",
+    ));
+    wait_proxies(server.admin, |b| b["lastError"].is_string()).await;
+    wait_log(&log, "config refused").await;
+    assert!(reloads(server.admin, "failed").await >= 1);
+
+    // The edit is reverted: the file equals the config still served, and is news anyway.
+    server.replace_config(MESH);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while reloads(server.admin, "ok").await < ok + 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reverted file was not counted as a reload ok"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reloads(server.admin, "ok").await, ok + 1);
+    wait_proxies(server.admin, |b| b["lastError"].is_null()).await;
+    let text = wait_log(&log, "config applied").await;
+    let refused = text.find("config refused").expect("refusal logged");
+    let applied = text.rfind("config applied").expect("recovery logged");
+    assert!(refused < applied, "applied after the refusal:\n{text}");
+    assert_plain("skiff-xds serve", &text);
+}
+
+/// The `skiff` binary of this build, beside `skiff-xds`; built once if absent.
+fn skiff_bin() -> PathBuf {
+    let xds = Path::new(env!("CARGO_BIN_EXE_skiff-xds"));
+    let bin = xds.with_file_name("skiff");
+    if !bin.is_file() {
+        let profile_dir = xds.parent().expect("target/<profile>/");
+        let target_dir = profile_dir.parent().expect("target/");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "skiff", "--bin", "skiff"])
+            .arg("--manifest-path")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir)
+            .args(["--profile", profile])
+            .stdin(Stdio::null())
+            .status()
+            .expect("run cargo build -p skiff");
+        assert!(status.success(), "cargo build -p skiff failed");
+    }
+    bin
+}
+
+/// `skiff run` as workload reviews-v1 of `grpc`'s control plane, logging at info to `log`;
+/// returns once it printed its startup line (its first config is applied).
+async fn spawn_proxy(grpc: SocketAddr, log: &Path) -> Child {
+    let mut proxy = Command::new(skiff_bin())
+        .arg("run")
+        .arg("--xds")
+        .arg(format!("http://{grpc}"))
+        .args(["--workload", "reviews-v1", "--namespace", "default"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .args(["--outbound-addr", "127.0.0.1:0"])
+        .args(["--inbound-addr", "127.0.0.1:0"])
+        .env("SKIFF_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(log).expect("create proxy log"),
+        ))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn skiff");
+    let mut lines = BufReader::new(proxy.stdout.take().expect("piped stdout")).lines();
+    let line = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("the proxy's startup line in time")
+        .expect("read the proxy's stdout");
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.starts_with("skiff listening ")),
+        "{line:?}; log: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    proxy
+}
+
+#[tokio::test]
+async fn a_proxy_that_stops_is_logged_as_gone_not_as_a_protocol_error() {
+    let logs = tempfile::tempdir().expect("temp dir");
+    let cp_log = logs.path().join("skiff-xds.log");
+    let proxy_log = logs.path().join("skiff.log");
+    let server = start_logging_to(Some(&cp_log)).await;
+    let mut proxy = spawn_proxy(server.grpc, &proxy_log).await;
+    wait_log(&cp_log, "proxy connected").await;
+
+    sigterm(&proxy);
+    let status = tokio::time::timeout(DEADLINE, proxy.wait())
+        .await
+        .expect("skiff exits in time")
+        .expect("reap skiff");
+    assert!(status.success(), "skiff: {status}");
+    let text = wait_log(&cp_log, "proxy disconnected").await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("proxy disconnected"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(" INFO ") && !line.contains("h2 protocol error"),
+        "{line}"
+    );
+    assert!(
+        line.contains("the proxy closed the connection") || line.contains("closed by the proxy"),
+        "{line}"
+    );
+    assert_plain("skiff-xds serve", &text);
+    assert_plain(
+        "skiff run",
+        &std::fs::read_to_string(&proxy_log).expect("read proxy log"),
+    );
+}
+
+#[tokio::test]
+async fn logs_in_files_are_plain_and_a_stopping_control_plane_closes_the_stream_quietly() {
+    let logs = tempfile::tempdir().expect("temp dir");
+    let cp_log = logs.path().join("skiff-xds.log");
+    let proxy_log = logs.path().join("skiff.log");
+    let mut server = start_logging_to(Some(&cp_log)).await;
+
+    let mut proxy = spawn_proxy(server.grpc, &proxy_log).await;
+    wait_log(&cp_log, "proxy connected").await;
+
+    // The control plane stops: the proxy's stream ends with UNAVAILABLE, which is no error.
+    sigterm(&server.child);
+    let status = tokio::time::timeout(DEADLINE, server.child.wait())
+        .await
+        .expect("skiff-xds exits in time")
+        .expect("reap skiff-xds");
+    assert!(status.success(), "skiff-xds: {status}");
+    wait_log(&proxy_log, "discovery stream closed").await;
+
+    sigterm(&proxy);
+    let status = tokio::time::timeout(DEADLINE, proxy.wait())
+        .await
+        .expect("skiff exits in time")
+        .expect("reap skiff");
+    assert!(status.success(), "skiff: {status}");
+
+    let proxy_text = std::fs::read_to_string(&proxy_log).expect("read proxy log");
+    let cp_text = std::fs::read_to_string(&cp_log).expect("read control-plane log");
+    assert_plain("skiff run", &proxy_text);
+    assert_plain("skiff-xds serve", &cp_text);
+    assert!(
+        !proxy_text.contains("h2 protocol error"),
+        "a normal close logged as a protocol error:\n{proxy_text}"
+    );
+    // Reconnecting to a control plane that is gone may warn; the close itself does not.
+    let closed = proxy_text
+        .lines()
+        .find(|l| l.contains("discovery stream closed"))
+        .unwrap_or_default();
+    assert!(
+        closed.contains(" INFO ") && closed.contains("control plane shutting down"),
+        "{closed}"
+    );
 }

@@ -150,7 +150,7 @@ impl StreamTask {
         {
             Ok(()) => "closed by the proxy".to_owned(),
             Err(status) => {
-                let why = status.message().to_owned();
+                let why = disconnect_reason(&status);
                 // The proxy may be gone already; then there is no one to tell.
                 let _ = self.tx.send(Err(status)).await;
                 why
@@ -208,5 +208,39 @@ impl StreamTask {
             .send(Ok(rsp))
             .await
             .map_err(|_| Status::cancelled("proxy went away"))
+    }
+}
+
+/// Why a stream ended, for the log. A proxy that went away (it stopped, or its connection
+/// closed) is said so, rather than as the transport's "h2 protocol error".
+fn disconnect_reason(status: &Status) -> String {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            let quiet_close = h2.is_remote()
+                && matches!(h2.reason(), Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL));
+            if h2.is_io() || quiet_close {
+                return "the proxy closed the connection".to_owned();
+            }
+        }
+        source = err.source();
+    }
+    status.message().to_owned()
+}
+
+#[cfg(test)]
+mod disconnect_tests {
+    use super::*;
+
+    #[test]
+    fn a_status_without_a_transport_cause_keeps_its_message() {
+        let status = Status::invalid_argument("the first request of a stream must carry `node`");
+        assert_eq!(
+            disconnect_reason(&status),
+            "the first request of a stream must carry `node`"
+        );
+        // A reset this side made is not the proxy going away.
+        let local = Status::from_error(Box::new(h2::Error::from(h2::Reason::NO_ERROR)));
+        assert!(disconnect_reason(&local).contains("h2 protocol error"));
     }
 }

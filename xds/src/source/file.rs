@@ -150,12 +150,16 @@ async fn reload(path: &Path, store: &ConfigStore, metrics: &Metrics, last: &mut 
     };
     match loaded {
         Ok(mesh) => {
+            // A good file after a refused one is applied news, even when it equals the config
+            // still served (the edit was reverted): the refusal is over.
+            let recovered = store.last_error().is_some();
             store.set_last_error(None);
-            // Events for other files in the directory reload an unchanged file: not counted.
-            if store.install(mesh) {
+            let changed = store.install(mesh);
+            if changed || recovered {
+                tracing::info!(path = %path.display(), version = %store.version(), changed, "config applied");
                 metrics.reload(true).inc();
-                tracing::info!(path = %path.display(), version = %store.version(), "config reloaded");
             } else {
+                // A rewrite with the same meaning (comments, order): not counted.
                 tracing::debug!(path = %path.display(), "config unchanged");
             }
         }
@@ -201,5 +205,34 @@ mod tests {
         reload(&path, &store, &metrics, &mut last).await;
         assert_eq!(metrics.reload(true).get(), 1);
         assert!(store.last_error().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_good_file_after_a_refusal_counts_even_when_it_equals_the_served_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mesh.yaml");
+        let good = "services: [ { name: a } ]\n";
+        std::fs::write(&path, good).expect("write");
+        let store = ConfigStore::new(load(&path).expect("valid"));
+        let version = store.version();
+        let metrics = Metrics::default();
+        let mut last = std::fs::read_to_string(&path).ok();
+
+        std::fs::write(&path, "services: 7\n").expect("write");
+        reload(&path, &store, &metrics, &mut last).await;
+        assert_eq!(metrics.reload(false).get(), 1);
+        assert!(store.last_error().is_some());
+
+        // The edit is reverted: same config, same version, but the refusal is over.
+        std::fs::write(&path, good).expect("write");
+        reload(&path, &store, &metrics, &mut last).await;
+        assert_eq!(metrics.reload(true).get(), 1, "the recovery counts as ok");
+        assert!(store.last_error().is_none());
+        assert_eq!(store.version(), version, "nothing new to push");
+
+        // The same meaning written again, with nothing refused in between: not counted.
+        std::fs::write(&path, "# a comment\nservices: [ { name: a } ]\n").expect("write");
+        reload(&path, &store, &metrics, &mut last).await;
+        assert_eq!(metrics.reload(true).get(), 1);
     }
 }
