@@ -301,7 +301,7 @@ fn config_dump(state: &State) -> Value {
         "onDemand": state.on_demand().map(|od| {
             od.lookups()
                 .into_iter()
-                .map(|(alias, answer)| (alias, json!(answer)))
+                .map(|(alias, answer)| (alias, json!(answer.to_string())))
                 .collect::<serde_json::Map<_, _>>()
         }),
     })

@@ -52,8 +52,7 @@ impl LookupMetrics {
 }
 
 /// What the control plane said about one alias.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Answer {
     /// Asked; no answer yet.
     Pending,
@@ -61,6 +60,21 @@ pub enum Answer {
     Found,
     /// No service claims it (the subscription stays: a service may claim it later).
     Missing,
+    /// A service claims it, but this proxy refused (NACKed) it or what it needs, and holds no
+    /// good version: requests get 503 `unknown-service`. The reason is the NACK's.
+    Refused(Arc<str>),
+}
+
+impl std::fmt::Display for Answer {
+    /// As `/config_dump` shows it: `pending`, `found`, `missing`, `refused: <reason>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Pending => f.write_str("pending"),
+            Answer::Found => f.write_str("found"),
+            Answer::Missing => f.write_str("missing"),
+            Answer::Refused(reason) => write!(f, "refused: {reason}"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -187,14 +201,15 @@ impl OnDemand {
         self.answered.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// The aliases still pending.
+    /// The aliases not answered `found`: still pending, or missing or refused so far (a
+    /// service may claim them, or a good version come, later).
     pub fn pending(&self) -> Vec<String> {
         let Ok(lookups) = self.lookups.lock() else {
             return Vec::new();
         };
         lookups
             .iter()
-            .filter(|(_, l)| l.answer == Answer::Pending)
+            .filter(|(_, l)| l.answer != Answer::Found)
             .map(|(a, _)| a.clone())
             .collect()
     }
@@ -229,7 +244,10 @@ impl OnDemand {
         let Ok(lookups) = self.lookups.lock() else {
             return Vec::new();
         };
-        let mut all: Vec<_> = lookups.iter().map(|(a, l)| (a.clone(), l.answer)).collect();
+        let mut all: Vec<_> = lookups
+            .iter()
+            .map(|(a, l)| (a.clone(), l.answer.clone()))
+            .collect();
         all.sort();
         all
     }

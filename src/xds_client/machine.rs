@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -52,7 +53,8 @@ pub trait Port {
     /// Services of the installed snapshot by resource name, and whether a request used each
     /// since the last call (the call clears the marks).
     fn take_usage(&mut self) -> Vec<(String, bool)>;
-    /// Aliases requests are waiting on.
+    /// Aliases not answered `found`: requests wait on the pending ones; missing and refused
+    /// ones are answered again when their service comes or changes.
     fn pending_lookups(&self) -> Vec<String>;
     fn answer(&mut self, alias: &str, answer: Answer);
     /// Aliases no longer subscribed: their lookups go.
@@ -113,8 +115,9 @@ pub struct Machine {
     aliases: BTreeMap<String, String>,
     /// Subscribed resource names the control plane said do not exist.
     absent: HashSet<(Kind, String)>,
-    /// Resources refused (NACKed) with no good version held: answered, but unusable.
-    refused: HashSet<(Kind, String)>,
+    /// Resources refused (NACKed) with no good version held: answered, but unusable; with
+    /// the reason, for the lookups they answer.
+    refused: HashMap<(Kind, String), Arc<str>>,
     /// Service → idle sweeps in a row it went unused.
     idle: HashMap<String, u32>,
     last_nack: Option<Nack>,
@@ -153,7 +156,7 @@ impl Machine {
             subscribed,
             aliases: BTreeMap::new(),
             absent: HashSet::new(),
-            refused: HashSet::new(),
+            refused: HashMap::new(),
             idle: HashMap::new(),
             last_nack: None,
             connected: false,
@@ -372,7 +375,7 @@ impl Machine {
             _ => true,
         };
         let key = (kind, name.to_owned());
-        held || self.absent.contains(&key) || self.refused.contains(&key)
+        held || self.absent.contains(&key) || self.refused.contains_key(&key)
     }
 
     /// The services a service's routes send to, by resource name.
@@ -481,7 +484,7 @@ impl Machine {
                 }
                 Err(e) => {
                     if !versions.contains_key(&r.name) {
-                        self.refused.insert(key);
+                        self.refused.insert(key, Arc::from(e.as_str()));
                     }
                     errors.push(e);
                 }
@@ -521,6 +524,11 @@ impl Machine {
             for (name, error) in refused {
                 if kind == Kind::Service {
                     versions.remove(&name);
+                }
+                // Refused with no good version to fall back on: what its lookups answer.
+                if !name.is_empty() && !next.services.contains_key(&name) {
+                    self.refused
+                        .insert((Kind::Service, name.clone()), Arc::from(error.as_str()));
                 }
                 errors.push(if name.is_empty() {
                     error
@@ -613,19 +621,34 @@ impl Machine {
         refused
     }
 
-    /// Tells waiting requests which of their aliases are answered now.
+    /// Tells waiting requests which of their aliases are answered now: `refused` when the
+    /// service, its endpoints or a backend was refused with no good version held, `found`
+    /// once it is installed with everything it needs.
     fn settle_lookups(&self, installed: bool, port: &mut dyn Port) {
-        if installed {
-            for alias in port.pending_lookups() {
-                if let Some(service) = self.aliases.get(&alias)
-                    && self.complete(service)
-                {
-                    port.answer(&alias, Answer::Found);
-                }
+        for alias in port.pending_lookups() {
+            let Some(service) = self.aliases.get(&alias) else {
+                continue;
+            };
+            if let Some(reason) = self.refusal(service) {
+                port.answer(&alias, Answer::Refused(reason));
+            } else if installed && self.complete(service) {
+                port.answer(&alias, Answer::Found);
             }
         }
         // Missing answers were recorded while applying; one wake-up covers both.
         port.lookups_settled();
+    }
+
+    /// Why `service` cannot be used: its own refusal, its endpoints', or a backend's.
+    fn refusal(&self, service: &str) -> Option<Arc<str>> {
+        let of = |kind: Kind, name: &str| self.refused.get(&(kind, name.to_owned())).cloned();
+        of(Kind::Service, service)
+            .or_else(|| of(Kind::Endpoints, service))
+            .or_else(|| {
+                self.backends(service)
+                    .iter()
+                    .find_map(|b| of(Kind::Service, b).or_else(|| of(Kind::Endpoints, b)))
+            })
     }
 
     /// Forgets the `gone` aliases, then every service and endpoints nothing needs any more

@@ -336,6 +336,7 @@ fn a_bad_resource_is_nacked_and_the_rest_applies() {
     let (res, mut m, mut port) = synced();
     port.own = Some("127.0.0.1:9002".parse().unwrap());
     m.on_wanted(vec!["host:reviews".into()]);
+    port.pending = vec!["host:reviews".into()];
     m.on_response(
         response(
             &res,
@@ -374,6 +375,14 @@ fn a_bad_resource_is_nacked_and_the_rest_applies() {
         vec!["default/ratings", "default/web"],
         "the good resource of the same response is held"
     );
+    // A request waiting on reviews learns it was refused, and why (not `found`).
+    match port.answers.as_slice() {
+        [(alias, Answer::Refused(why))] => {
+            assert_eq!(alias, "host:reviews");
+            assert!(why.contains("own outbound listener"), "{why}");
+        }
+        other => panic!("answers: {other:?}"),
+    }
 }
 
 #[test]
@@ -381,6 +390,7 @@ fn a_service_that_does_not_compile_is_refused_and_named() {
     let (res, mut m, mut port) = synced();
     port.refuse = vec!["default/reviews".into()];
     m.on_wanted(vec!["host:reviews".into()]);
+    port.pending = vec!["host:reviews".into()];
     let none: &[&str] = &[];
     m.on_response(
         response(&res, Kind::Endpoints, &[("default/reviews", none)], "e2"),
@@ -408,6 +418,17 @@ fn a_service_that_does_not_compile_is_refused_and_named() {
     assert!(
         !status.held[Kind::Service.message_name()].contains(&"default/reviews".to_owned()),
         "a refused service with no good version is not held"
+    );
+    assert_eq!(
+        port.answers.last(),
+        Some(&(
+            "host:reviews".to_owned(),
+            Answer::Refused(
+                "default/reviews.endpoints[0]: an endpoint needs a workload or an address".into()
+            )
+        )),
+        "{:?}",
+        port.answers
     );
 }
 

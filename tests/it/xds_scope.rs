@@ -247,6 +247,31 @@ async fn a_resource_the_proxy_cannot_use_is_nacked_alone() {
         r.text().contains("own outbound listener")
     })
     .await;
+
+    // A service refused from its first version has nothing to fall back on: its host fails
+    // with `unknown-service`, and `onDemand` says it was refused, and why.
+    let extra = format!(
+        "  - name: loop\n    endpoints: [ {{ address: \"{}\" }} ]\n  - name: selfish\n    endpoints: [ {{ address: \"{}\" }} ]\n",
+        p.outbound, p.outbound
+    );
+    replace_file(&path, &small_mesh(app.addr(), v2.addr(), &extra));
+    // Fetched when a request asks for it; until the control plane has read the edit, the
+    // host is `missing`, and once the service comes (and is refused) the answer follows.
+    eventually("the lookup says refused, and why", STEP, || async {
+        let r = get(&p, "selfish").await;
+        let dump = p.config_dump().await;
+        let answer = dump["onDemand"]["host:selfish"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        r.status == StatusCode::SERVICE_UNAVAILABLE
+            && r.reason() == Some("unknown-service")
+            && answer.starts_with("refused: ")
+            && answer.contains("own outbound listener")
+    })
+    .await;
+    let dump = p.config_dump().await;
+    assert_eq!(dump["onDemand"]["host:front"], "found", "{dump}");
 }
 
 /// A mesh of `n` services named `svc-<i>`, all served by `app`.
