@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 use crate::{
     balance::{Endpoint, clock},
     cluster::Cluster,
+    describe,
     route::Route,
     snapshot::Snapshot,
     state::State,
@@ -102,6 +103,10 @@ async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Respo
             json(certs(tls))
         }
         (&Method::GET, "/config_dump") => json(config_dump(state)),
+        (&Method::GET, "/describe") => match describe::describe(state, req.uri().query()).await {
+            Ok(answer) => json(answer),
+            Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        },
         (&Method::GET, "/logging") => text(StatusCode::OK, format!("{}\n", state.logs.current())),
         (&Method::PUT | &Method::POST, "/logging") if !may_write(peer) => text(
             StatusCode::FORBIDDEN,
@@ -119,12 +124,13 @@ async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Respo
                 Err(e) => text(StatusCode::BAD_REQUEST, format!("invalid filter: {e}\n")),
             }
         }
-        (_, "/live" | "/ready" | "/metrics" | "/config_dump" | "/logging" | "/certs") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (
+            _,
+            "/live" | "/ready" | "/metrics" | "/config_dump" | "/describe" | "/logging" | "/certs",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready /live /metrics /config_dump /logging /certs\n",
+            "not found; try /ready /live /metrics /config_dump /describe /logging /certs\n",
         ),
     }
 }

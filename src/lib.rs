@@ -8,6 +8,7 @@ pub mod balance;
 pub mod bootstrap;
 pub mod cluster;
 pub mod conn;
+pub mod describe;
 pub mod detect;
 pub mod http;
 pub mod inbound;

@@ -239,6 +239,12 @@ impl OnDemand {
         }
     }
 
+    /// The answer recorded for one alias, if it was asked.
+    pub fn answer_of(&self, alias: &str) -> Option<Answer> {
+        let lookups = self.lookups.lock().ok()?;
+        lookups.get(alias).map(|l| l.answer.clone())
+    }
+
     /// Every lookup and its answer, for `/config_dump`.
     pub fn lookups(&self) -> Vec<(String, Answer)> {
         let Ok(lookups) = self.lookups.lock() else {

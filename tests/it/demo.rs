@@ -151,6 +151,48 @@ async fn demo_mesh_serves_web_and_splits_reviews() {
         "the 0/100 split over {SPLIT_REQUESTS} requests: {after:?}"
     );
 
+    // `skiff-xds describe` asks the client sidecar what it would do, by its own lookups.
+    let bin = crate::support::control_plane::skiff_xds_bin().await;
+    let admin = format!("http://{}", demo.admin_addr());
+    let describe = |host: &'static str| {
+        let (bin, admin) = (bin.to_owned(), admin.clone());
+        async move {
+            tokio::process::Command::new(bin)
+                .args(["describe", host, "--admin", &admin])
+                .output()
+                .await
+                .expect("run skiff-xds describe")
+        }
+    };
+    let out = describe(SPLIT_SERVICE).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("service   default/reviews (matched by host"),
+        "{text}"
+    );
+    assert!(text.contains("route     "), "{text}");
+    assert!(
+        text.contains("backend   default/reviews-v2 (weight 100)"),
+        "the edited split: {text}"
+    );
+    assert!(
+        text.contains("  endpoint 127.0.0.1:")
+            && text.contains("mTLS spiffe://cluster.local/ns/default/sa/reviews"),
+        "{text}"
+    );
+    let out = describe("nobody.example").await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("refused   503 unknown-service: no service of the mesh claims this host"),
+        "{text}"
+    );
+
     within("demo shutdown", STEP, demo.shutdown()).await;
 }
 

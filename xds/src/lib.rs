@@ -7,6 +7,7 @@ pub mod admin;
 pub mod ca;
 pub mod check;
 pub mod demo;
+pub mod describe;
 pub mod inject;
 pub mod logging;
 pub mod metrics;

@@ -33,6 +33,9 @@ enum Command {
     Inject(skiff_xds::inject::InjectArgs),
     /// Run a whole demo mesh (apps and their sidecars) on loopback until Ctrl-C.
     Demo(skiff_xds::demo::DemoArgs),
+    /// Ask a proxy what it would do with a request for HOST: the service, route, backends and
+    /// endpoints it would use, or the 503 it would answer and why (exit 1).
+    Describe(skiff_xds::describe::DescribeArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,5 +46,6 @@ fn main() -> ExitCode {
         Command::Check { path } => skiff_xds::check::run(&path),
         Command::Inject(args) => skiff_xds::inject::main(args),
         Command::Demo(args) => skiff_xds::demo::main(args),
+        Command::Describe(args) => skiff_xds::describe::main(args),
     }
 }

@@ -56,6 +56,13 @@ pub fn main(args: StatusArgs) -> ExitCode {
 }
 
 async fn fetch(admin: &str) -> anyhow::Result<ProxiesReport> {
+    let body = admin_get(admin, "/proxies").await?;
+    serde_json::from_slice(&body).context("GET /proxies: unexpected body")
+}
+
+/// `GET path_and_query` on an admin port given as `http://host:port`; the body of a 2xx
+/// answer, else an error quoting the status and the body's first line.
+pub(crate) async fn admin_get(admin: &str, path_and_query: &str) -> anyhow::Result<Bytes> {
     let uri: http::Uri = admin.parse().context("not a URL")?;
     let authority = uri
         .authority()
@@ -72,15 +79,19 @@ async fn fetch(admin: &str) -> anyhow::Result<ProxiesReport> {
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = http::Request::get("/proxies")
+    let req = http::Request::get(path_and_query)
         .header(http::header::HOST, authority.as_str())
         .body(Empty::<Bytes>::new())?;
     let rsp = sender.send_request(req).await?;
-    if !rsp.status().is_success() {
-        bail!("GET /proxies answered {}", rsp.status());
-    }
+    let status = rsp.status();
     let body = rsp.into_body().collect().await?.to_bytes();
-    serde_json::from_slice(&body).context("GET /proxies: unexpected body")
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body);
+        let first = text.lines().next().unwrap_or("").trim();
+        let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+        bail!("GET {path} answered {status}: {first}");
+    }
+    Ok(body)
 }
 
 /// The printed table; `now` in seconds since the Unix epoch.
