@@ -5,6 +5,7 @@
 
 mod cli;
 mod echo_app;
+mod holder;
 mod http_app;
 mod identity;
 mod otlp;
@@ -168,8 +169,14 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
             });
             if in_use {
+                let who = holder::explain(&[opts.xds_port, opts.xds_admin_port]);
+                let who = if who.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({who})")
+                };
                 e.context(format!(
-                    "starting the control plane: 127.0.0.1:{} or 127.0.0.1:{} is taken; \
+                    "starting the control plane: 127.0.0.1:{} or 127.0.0.1:{} is taken{who}; \
                  `--xds-port 0 --xds-admin-port 0` picks free ports",
                     opts.xds_port, opts.xds_admin_port
                 ))
@@ -209,11 +216,19 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
         let fixed_ports = opts.outbound_port != 0 || opts.admin_port != 0;
         match &e {
             SidecarError::Exited { workload, .. } if workload == CLIENT && fixed_ports => {
-                let hint = format!(
-                    "is 127.0.0.1:{} or 127.0.0.1:{} taken? `--outbound-port 0 --admin-port 0` \
-                     picks free ports",
-                    opts.outbound_port, opts.admin_port
-                );
+                let who = holder::explain(&[opts.outbound_port, opts.admin_port]);
+                let hint = if who.is_empty() {
+                    format!(
+                        "is 127.0.0.1:{} or 127.0.0.1:{} taken? `--outbound-port 0 --admin-port 0` \
+                         picks free ports",
+                        opts.outbound_port, opts.admin_port
+                    )
+                } else {
+                    format!(
+                        "{who}, probably an earlier demo or sidecar; or `--outbound-port 0 \
+                         --admin-port 0` picks free ports"
+                    )
+                };
                 anyhow!(e).context(hint)
             }
             _ => anyhow!(e),

@@ -90,6 +90,9 @@ async fn a_taken_control_plane_port_says_how_to_pick_another() {
     let err = start(o).await.err().expect("the gRPC port is taken");
     let text = format!("{err:#}");
     assert!(text.contains("--xds-port 0 --xds-admin-port 0"), "{text}");
+    // The holder is this test process: named, with how to stop it.
+    let me = std::process::id();
+    assert!(text.contains(&format!("`kill {me}`")), "{text}");
 }
 
 #[tokio::test]
