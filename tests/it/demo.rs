@@ -218,8 +218,8 @@ async fn proxies(admin: SocketAddr) -> ProxiesReport {
 }
 
 /// `skiff-xds demo` as a user runs it, in a process of its own on free ports; the sidecar
-/// pids it prints once the mesh is ready.
-async fn demo_process(dir: &std::path::Path) -> (tokio::process::Child, Vec<u32>) {
+/// pids and admin addresses it prints once the mesh is ready.
+async fn demo_process(dir: &std::path::Path) -> (tokio::process::Child, Vec<u32>, Vec<SocketAddr>) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let bin = crate::support::control_plane::skiff_xds_bin().await;
     let mut child = tokio::process::Command::new(bin)
@@ -242,6 +242,7 @@ async fn demo_process(dir: &std::path::Path) -> (tokio::process::Child, Vec<u32>
         .expect("spawn skiff-xds demo");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut pids = Vec::new();
+    let mut admins = Vec::new();
     within("the demo's instructions", STEP, async {
         let mut in_table = false;
         while let Some(line) = lines.next_line().await.expect("read stdout") {
@@ -252,7 +253,11 @@ async fn demo_process(dir: &std::path::Path) -> (tokio::process::Child, Vec<u32>
             if in_table {
                 let mut words = line.split_whitespace();
                 match (words.next(), words.next().and_then(|p| p.parse().ok())) {
-                    (Some(_), Some(pid)) => pids.push(pid),
+                    (Some(_), Some(pid)) => {
+                        pids.push(pid);
+                        let admin = words.next().and_then(|a| a.strip_prefix("http://"));
+                        admins.push(admin.and_then(|a| a.parse().ok()).expect("admin address"));
+                    }
                     // The header row, then the blank line after the table.
                     _ if pids.is_empty() => {}
                     _ => break,
@@ -264,7 +269,7 @@ async fn demo_process(dir: &std::path::Path) -> (tokio::process::Child, Vec<u32>
     // Keep reading, so the demo never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     assert_eq!(pids.len(), demo::WORKLOADS.len(), "sidecar pids: {pids:?}");
-    (child, pids)
+    (child, pids, admins)
 }
 
 /// Whether `pid` is a live process (a zombie counts as gone).
@@ -281,7 +286,7 @@ fn alive(pid: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_demo_takes_its_sidecars_with_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, pids) = demo_process(dir.path()).await;
+    let (mut child, pids, admins) = demo_process(dir.path()).await;
     assert!(pids.iter().all(|&p| alive(p)), "{pids:?} run");
     // SIGKILL: the demo cannot stop anything itself.
     child.start_kill().expect("SIGKILL the demo");
@@ -290,12 +295,19 @@ async fn a_killed_demo_takes_its_sidecars_with_it() {
         pids.iter().all(|&p| !alive(p))
     })
     .await;
+    // Their ports are free again: nothing answers there.
+    for admin in admins {
+        assert!(
+            std::net::TcpStream::connect(admin).is_err(),
+            "{admin} still answers"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demo_whose_terminal_closes_stops_its_sidecars() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, pids) = demo_process(dir.path()).await;
+    let (mut child, pids, _) = demo_process(dir.path()).await;
     let pid = child.id().expect("running") as i32;
     // SAFETY: a signal to our own child, which has not been reaped yet.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
