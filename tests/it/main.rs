@@ -18,6 +18,7 @@ mod init;
 mod malformed;
 mod metrics;
 mod mtls;
+mod readme;
 mod redirect;
 mod reload;
 mod resilience;
