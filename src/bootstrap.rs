@@ -15,42 +15,69 @@ pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
 /// `skiff run`: where the config comes from and how the proxy listens.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Static mode: the mesh file, reloaded on SIGHUP.
-    #[arg(long, env = "SKIFF_CONFIG", conflicts_with = "xds")]
+    /// Static mode: the mesh file, the proxy's whole config; reloaded on SIGHUP (a file that
+    /// fails validation is refused and the running config stays).
+    #[arg(
+        long,
+        env = "SKIFF_CONFIG",
+        conflicts_with = "xds",
+        help_heading = "Static mode"
+    )]
     pub config: Option<PathBuf>,
-    /// xDS mode: the control plane's gRPC address, e.g. http://127.0.0.1:15010.
-    #[arg(long, env = "SKIFF_XDS")]
+    /// xDS mode: the control plane's gRPC address, e.g. http://127.0.0.1:15010. Needs
+    /// `--workload`.
+    #[arg(long, env = "SKIFF_XDS", help_heading = "xDS mode")]
     pub xds: Option<String>,
-    /// This sidecar's workload; picks its inbound settings from the mesh.
+    /// This sidecar's workload: picks its inbound listener and policies from the mesh.
+    /// Required in xDS mode; optional in static mode.
     #[arg(long, env = "SKIFF_WORKLOAD")]
     pub workload: Option<String>,
-    /// Namespace of `--workload`. Default: default.
+    /// Namespace of `--workload`.
     #[arg(long, env = "SKIFF_NAMESPACE", default_value = "default")]
     pub namespace: String,
     /// xDS mode: how long a request to a service the proxy does not hold yet waits for the
-    /// control plane to send it (then 503 `unknown-service`). Default: 2s.
-    #[arg(long, env = "SKIFF_XDS_FETCH_TIMEOUT", default_value = "2s")]
+    /// control plane to send it (then 503 `unknown-service`).
+    #[arg(
+        long,
+        env = "SKIFF_XDS_FETCH_TIMEOUT",
+        default_value = "2s",
+        help_heading = "xDS mode"
+    )]
     pub xds_fetch_timeout: Dur,
     /// xDS mode: a service no request used for this long is unsubscribed and forgotten.
-    /// Default: 5m.
-    #[arg(long, env = "SKIFF_XDS_IDLE_TIMEOUT", default_value = "5m")]
+    #[arg(
+        long,
+        env = "SKIFF_XDS_IDLE_TIMEOUT",
+        default_value = "5m",
+        help_heading = "xDS mode"
+    )]
     pub xds_idle_timeout: Dur,
     /// xDS mode: HTTP/2 PING interval on the discovery stream; a control plane that does not
     /// answer within as long again is treated as gone (a dead node sends no reset), and the
-    /// proxy reconnects. Default: 10s.
-    #[arg(long, env = "SKIFF_XDS_KEEPALIVE", default_value = "10s")]
+    /// proxy reconnects. At least 100ms.
+    #[arg(
+        long,
+        env = "SKIFF_XDS_KEEPALIVE",
+        default_value = "10s",
+        help_heading = "xDS mode"
+    )]
     pub xds_keepalive: Dur,
-    /// xDS mode: a file holding this workload's bootstrap token (surrounding whitespace
-    /// trimmed; read again at every renewal). With it the proxy gets a SPIFFE certificate from
-    /// the control plane's CA and speaks mutual TLS with meshed peers; without it, plaintext.
-    #[arg(long, env = "SKIFF_TOKEN_FILE")]
+    /// xDS mode: a file holding the token that proves this workload to the control plane's CA.
+    /// It is sent with every certificate request (Certify), read afresh each time with
+    /// surrounding whitespace trimmed, so a rotated token is picked up. In Kubernetes the
+    /// injected sidecar points it at the pod's projected service-account token (audience
+    /// `skiff`), which the CA checks by TokenReview; outside Kubernetes it holds the workload's
+    /// bootstrap token from the control plane's `--bootstrap-tokens`. With a token the proxy
+    /// gets a SPIFFE certificate and speaks mutual TLS with meshed peers; without one it has no
+    /// identity: plaintext, unauthenticated. Ignored (with a warning) in static mode.
+    #[arg(long, env = "SKIFF_TOKEN_FILE", help_heading = "xDS mode")]
     pub token_file: Option<PathBuf>,
-    /// Admin listener: /ready, /live, /metrics, /config_dump, /logging. Default: 127.0.0.1:15000.
+    /// Admin listener: /ready, /live, /metrics, /config_dump, /describe, /logging, and /certs
+    /// once the proxy has an identity.
     #[arg(long, env = "SKIFF_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     pub admin_addr: SocketAddr,
     /// Outbound listener (the app's redirected egress): one or more addresses, comma-separated
     /// (a dual-stack pod: `127.0.0.1:15001,[::1]:15001`). IPv6 sockets are IPv6-only.
-    /// Default: 127.0.0.1:15001.
     #[arg(
         long,
         env = "SKIFF_OUTBOUND_ADDR",
@@ -62,20 +89,19 @@ pub struct RunArgs {
     /// `0.0.0.0:15006,[::]:15006`). Default: the workload's `inbound.listen`, else 0.0.0.0:15006.
     #[arg(long, env = "SKIFF_INBOUND_ADDR", value_delimiter = ',')]
     pub inbound_addr: Vec<SocketAddr>,
-    /// Longest wait for in-flight requests after SIGTERM. Default: 5s.
+    /// Longest wait for in-flight requests after SIGTERM or Ctrl-C.
     #[arg(long, env = "SKIFF_DRAIN_TIMEOUT", default_value = "5s")]
     pub drain_timeout: Dur,
     /// Longest wait for a client's first bytes before a connection is treated as opaque TCP.
-    /// Default: 10s.
     #[arg(long, env = "SKIFF_DETECT_TIMEOUT", default_value = "10s")]
     pub detect_timeout: Dur,
     /// Destination ports that skip protocol detection (server-speaks-first protocols).
     #[arg(long, env = "SKIFF_OPAQUE_PORTS", value_delimiter = ',', default_value = DEFAULT_OPAQUE_PORTS)]
     pub opaque_ports: Vec<u16>,
-    /// Largest request head accepted, in bytes (431 beyond). Default: 65536.
+    /// Largest request head accepted, in bytes (431 beyond); values under 1024 count as 1024.
     #[arg(long, env = "SKIFF_MAX_HEADER_BYTES", default_value_t = 65536)]
     pub max_header_bytes: usize,
-    /// Log filter (tracing env-filter syntax), changeable at runtime on /logging. Default: info.
+    /// Log filter (tracing env-filter syntax), changeable at runtime on /logging.
     #[arg(long, env = "SKIFF_LOG", default_value = "info")]
     pub log: String,
     /// Print one JSON line per request and per TCP connection on stdout, with the trace and

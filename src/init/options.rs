@@ -18,19 +18,19 @@ pub struct InitArgs {
     /// Remove every SKIFF_ rule and chain; succeeds on a clean table.
     #[arg(long)]
     pub cleanup: bool,
-    /// The uid the proxy runs as: its own connections are never redirected. Default: 1337.
+    /// The uid the proxy runs as: its own connections are never redirected.
     #[arg(long, env = "SKIFF_PROXY_UID", default_value_t = 1337)]
     pub proxy_uid: u32,
     /// A gid whose connections are never redirected either (as `--proxy-uid`). Default: none.
     #[arg(long, env = "SKIFF_PROXY_GID")]
     pub proxy_gid: Option<u32>,
-    /// Where redirected inbound TCP goes (the proxy's inbound listener). Default: 15006.
+    /// Where redirected inbound TCP goes (the proxy's inbound listener).
     #[arg(long, env = "SKIFF_INBOUND_PORT", default_value_t = 15006, value_parser = clap::value_parser!(u16).range(1..))]
     pub inbound_port: u16,
-    /// Where redirected outbound TCP goes (the proxy's outbound listener). Default: 15001.
+    /// Where redirected outbound TCP goes (the proxy's outbound listener).
     #[arg(long, env = "SKIFF_OUTBOUND_PORT", default_value_t = 15001, value_parser = clap::value_parser!(u16).range(1..))]
     pub outbound_port: u16,
-    /// The proxy's admin port: reached directly, never redirected inbound. Default: 15000.
+    /// The proxy's admin port: reached directly, never redirected inbound.
     #[arg(long, env = "SKIFF_ADMIN_PORT", default_value_t = 15000, value_parser = clap::value_parser!(u16).range(1..))]
     pub admin_port: u16,
     /// Inbound destination ports that bypass the proxy (comma-separated). Default: none.
@@ -38,6 +38,7 @@ pub struct InitArgs {
         long,
         env = "SKIFF_EXCLUDE_INBOUND_PORTS",
         default_value = "",
+        hide_default_value = true,
         value_name = "PORTS"
     )]
     pub exclude_inbound_ports: PortList,
@@ -46,6 +47,7 @@ pub struct InitArgs {
         long,
         env = "SKIFF_EXCLUDE_OUTBOUND_PORTS",
         default_value = "",
+        hide_default_value = true,
         value_name = "PORTS"
     )]
     pub exclude_outbound_ports: PortList,
@@ -55,11 +57,12 @@ pub struct InitArgs {
         long,
         env = "SKIFF_EXCLUDE_OUTBOUND_CIDRS",
         default_value = "",
+        hide_default_value = true,
         value_name = "CIDRS"
     )]
     pub exclude_outbound_cidrs: CidrList,
     /// Outbound destinations sent through the proxy: `*` for all, or CIDRs (comma-separated;
-    /// empty: none). Default: *.
+    /// empty: none).
     #[arg(
         long,
         env = "SKIFF_INCLUDE_OUTBOUND_CIDRS",
@@ -67,7 +70,7 @@ pub struct InitArgs {
         value_name = "CIDRS"
     )]
     pub include_outbound_cidrs: Include,
-    /// IPv6 rules (ip6tables): `auto` when the pod has a global IPv6 address. Default: auto.
+    /// IPv6 rules (ip6tables): `auto` when the pod has a global IPv6 address.
     #[arg(
         long,
         env = "SKIFF_IPV6",
@@ -76,7 +79,7 @@ pub struct InitArgs {
     )]
     pub ipv6: Ipv6Mode,
     /// The iptables back end: `auto` picks the one already holding rules, else what
-    /// `iptables --version` reports. Default: auto.
+    /// `iptables --version` reports.
     #[arg(
         long,
         env = "SKIFF_IPTABLES_BACKEND",

@@ -12,6 +12,7 @@ mod drain;
 mod errors;
 mod grpc;
 mod headers;
+mod help;
 mod http1;
 mod http2;
 mod init;

@@ -31,7 +31,8 @@ enum Command {
     /// `skiff-xds inject -f deploy.yaml | kubectl apply -f -`. Skipped pods and warnings go to
     /// stderr; a refused object exits 1 and prints nothing to stdout.
     Inject(skiff_xds::inject::InjectArgs),
-    /// Run a whole demo mesh (apps and their sidecars) on loopback until Ctrl-C.
+    /// Run a whole demo mesh (apps and their sidecars) on loopback until Ctrl-C, SIGTERM or
+    /// the terminal closing; the sidecars and apps stop with it.
     Demo(skiff_xds::demo::DemoArgs),
     /// Ask a proxy what it would do with a request for HOST: the service, route, backends and
     /// endpoints it would use, or the 503 it would answer and why (exit 1).

@@ -43,10 +43,10 @@ pub struct ServeArgs {
         conflicts_with = "kubernetes"
     )]
     pub config: Option<PathBuf>,
-    /// The discovery gRPC listener; port 0 picks one. Default: 0.0.0.0:15010.
+    /// The discovery gRPC listener (and the CA's Certify); port 0 picks one.
     #[arg(long, env = "SKIFF_XDS_GRPC_ADDR", default_value = "0.0.0.0:15010")]
     pub grpc_addr: SocketAddr,
-    /// The admin listener: /ready, /metrics, /proxies. Default: 127.0.0.1:15014.
+    /// The admin listener: /ready, /metrics, /proxies.
     #[arg(long, env = "SKIFF_XDS_ADMIN_ADDR", default_value = "127.0.0.1:15014")]
     pub admin_addr: SocketAddr,
 }
@@ -62,11 +62,12 @@ pub struct IdentityArgs {
     pub ca_dir: Option<PathBuf>,
     /// YAML map `<namespace>/<workload>: <token>`: the tokens that prove each workload to
     /// the CA. Secrets, kept apart from the mesh file; re-read when it changes. Default:
-    /// none, every Certify is refused.
+    /// none: only service-account tokens (with `--kubernetes`) are accepted, else every
+    /// Certify is refused.
     #[arg(long, env = "SKIFF_XDS_BOOTSTRAP_TOKENS")]
     pub bootstrap_tokens: Option<PathBuf>,
     /// Lifetime of issued certificates (`30s`, `24h`; at most a week). Proxies renew at 70 %;
-    /// values of seconds or minutes are for tests and rotation drills. Default: 24h.
+    /// values of seconds or minutes are for tests and rotation drills.
     #[arg(long, env = "SKIFF_XDS_CERT_LIFETIME", default_value = "24h", value_parser = parse_lifetime)]
     pub cert_lifetime: Duration,
 }
@@ -88,11 +89,12 @@ impl Default for IdentityArgs {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct WebhookArgs {
     /// The admission webhook's HTTPS listener (`POST /inject`); port 0 picks one. Needs
-    /// `--ca-dir`: its certificate comes from the mesh CA. Default: off (file mode).
+    /// `--ca-dir`: its certificate comes from the mesh CA. Default: off, or 0.0.0.0:15017 with
+    /// `--kubernetes`.
     #[arg(long, env = "SKIFF_XDS_WEBHOOK_ADDR", value_name = "ADDR")]
     pub webhook_addr: Option<SocketAddr>,
     /// DNS names of the webhook's certificate, comma-separated: the names the API server
-    /// calls it by (`<service>.<namespace>.svc`). Default: skiff-xds.skiff-system.svc.
+    /// calls it by (`<service>.<namespace>.svc`).
     #[arg(
         long,
         env = "SKIFF_XDS_WEBHOOK_DNS",
@@ -115,6 +117,10 @@ pub struct KubeArgs {
     /// webhook on 0.0.0.0:15017 unless `--webhook-addr` says otherwise (with `--ca-dir`) and
     /// keep its configuration's `caBundle` set. The API server is found as kubectl finds it:
     /// `KUBECONFIG`, `~/.kube/config`, or the pod's service account.
+    #[cfg_attr(
+        not(feature = "kubernetes"),
+        doc = "Not in this build: it needs `cargo build -p skiff-xds --features kubernetes`."
+    )]
     #[arg(long, env = "SKIFF_XDS_KUBERNETES")]
     pub kubernetes: bool,
     /// The control plane's namespace, where the mesh ConfigMap is read.

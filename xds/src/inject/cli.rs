@@ -23,7 +23,7 @@ pub struct InjectArgs {
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     /// Image of the injected containers (`skiff-init`, `skiff-proxy`); it must hold `skiff` on
-    /// PATH. Default: skiff:<this version>.
+    /// PATH.
     #[arg(long, env = "SKIFF_INJECT_IMAGE", value_name = "IMAGE", default_value_t = default_image(), value_parser = syntax::image)]
     pub image: String,
     /// The control plane's discovery URL the sidecars connect to.
@@ -61,8 +61,7 @@ pub struct InjectArgs {
 /// environment configures both.
 #[derive(clap::Args, Debug, Clone)]
 pub struct InjectSettingsArgs {
-    /// Image of the injected containers; it must hold `skiff` on PATH. Default:
-    /// skiff:<this version>.
+    /// Image of the injected containers; it must hold `skiff` on PATH.
     #[arg(long, env = "SKIFF_INJECT_IMAGE", value_name = "IMAGE", default_value_t = default_image(), value_parser = syntax::image)]
     pub inject_image: String,
     /// The control plane's discovery URL injected sidecars connect to.
