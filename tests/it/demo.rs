@@ -307,7 +307,7 @@ async fn a_killed_demo_takes_its_sidecars_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demo_whose_terminal_closes_stops_its_sidecars() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, pids, _) = demo_process(dir.path()).await;
+    let (mut child, pids, admins) = demo_process(dir.path()).await;
     let pid = child.id().expect("running") as i32;
     // SAFETY: a signal to our own child, which has not been reaped yet.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
@@ -319,4 +319,10 @@ async fn a_demo_whose_terminal_closes_stops_its_sidecars() {
         pids.iter().all(|&p| !alive(p)),
         "the demo stopped every sidecar before it exited: {pids:?}"
     );
+    for admin in admins {
+        assert!(
+            std::net::TcpStream::connect(admin).is_err(),
+            "{admin} still answers"
+        );
+    }
 }
