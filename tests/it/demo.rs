@@ -233,17 +233,19 @@ async fn demo_process(dir: &std::path::Path) -> (tokio::process::Child, Vec<u32>
             "--admin-port=0",
             "--xds-port=0",
             "--xds-admin-port=0",
+            // The suite starts several demos at once on two cores.
+            "--ready-timeout=90s",
         ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("demo.stderr")).expect("stderr file"))
         .kill_on_drop(true)
         .spawn()
         .expect("spawn skiff-xds demo");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut pids = Vec::new();
     let mut admins = Vec::new();
-    within("the demo's instructions", STEP, async {
+    within("the demo's instructions", 4 * STEP, async {
         let mut in_table = false;
         while let Some(line) = lines.next_line().await.expect("read stdout") {
             if line.trim() == "Sidecars:" {
@@ -268,7 +270,12 @@ async fn demo_process(dir: &std::path::Path) -> (tokio::process::Child, Vec<u32>
     .await;
     // Keep reading, so the demo never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    assert_eq!(pids.len(), demo::WORKLOADS.len(), "sidecar pids: {pids:?}");
+    assert_eq!(
+        pids.len(),
+        demo::WORKLOADS.len(),
+        "sidecar pids: {pids:?}; the demo's stderr: {}",
+        std::fs::read_to_string(dir.join("demo.stderr")).unwrap_or_default()
+    );
     (child, pids, admins)
 }
 

@@ -45,6 +45,15 @@ pub struct DemoArgs {
     /// Default: tracing off.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL", value_parser = otlp::parse_endpoint)]
     pub otlp: Option<String>,
+    /// How long the sidecars may take to become ready (`20s`; more on a busy machine).
+    #[arg(long, env = "SKIFF_DEMO_READY_TIMEOUT", default_value = "20s", value_parser = parse_timeout)]
+    pub ready_timeout: std::time::Duration,
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<skiff_api::Dur>()
+        .map(|d| d.get())
+        .map_err(|e| e.to_string())
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
@@ -81,6 +90,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         xds_port: args.xds_port,
         xds_admin_port: args.xds_admin_port,
         otlp: args.otlp,
+        ready_timeout: args.ready_timeout,
         ..DemoOptions::default()
     };
     // Listen before starting anything, so a signal during startup is not lost.
