@@ -90,17 +90,59 @@ pub struct Placement {
     pub app: SocketAddr,
 }
 
-/// Picks `n` distinct free loopback ports by binding `127.0.0.1:0` and letting go.
+/// Picks `n` distinct free loopback ports for the sidecars' inbound listeners, which must be
+/// written into the mesh file before the sidecars bind them.
 ///
-/// Another process could take a port between this and the sidecar binding it; for a demo on
-/// loopback that window is acceptable, and the sidecar then fails loudly instead of silently.
+/// The ports come from just below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), which `bind(…:0)` and outgoing connections
+/// never use, so nothing else that asks for "any port" can take one in the window before the
+/// sidecar binds it; each is checked free by binding it. Without that file (not Linux), the
+/// kernel picks (`127.0.0.1:0`), and the window is the demo's to accept: the sidecar then
+/// fails loudly, naming its port.
 pub fn reserve_ports(n: usize) -> io::Result<Vec<u16>> {
-    let held = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<io::Result<Vec<_>>>()?;
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low > RESERVED_SPAN + 1024);
+    let held = match below {
+        Some(low) => pick_below(n, low)?,
+        None => (0..n)
+            .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .collect::<io::Result<Vec<_>>>()?,
+    };
     held.iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect()
+}
+
+/// How many ports below the ephemeral range the demo picks from.
+const RESERVED_SPAN: u16 = 8192;
+
+/// `n` listeners on free ports of `[low - RESERVED_SPAN, low)`, tried from a random start.
+fn pick_below(n: usize, low: u16) -> io::Result<Vec<TcpListener>> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let start = hasher.finish() % u64::from(RESERVED_SPAN);
+    let base = low - RESERVED_SPAN;
+    let mut held = Vec::with_capacity(n);
+    for i in 0..u64::from(RESERVED_SPAN) {
+        if held.len() == n {
+            break;
+        }
+        // In range by construction: the offset is below RESERVED_SPAN.
+        let port = base + ((start + i) % u64::from(RESERVED_SPAN)) as u16;
+        if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            held.push(l);
+        }
+    }
+    if held.len() < n {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("fewer than {n} free loopback ports below {low}"),
+        ));
+    }
+    Ok(held)
 }
 
 /// The mesh file for `placements`, with comments, as written to the demo directory.
@@ -279,6 +321,16 @@ mod tests {
     #[test]
     fn reserved_ports_are_distinct() {
         let ports = reserve_ports(8).expect("loopback ports");
+        if let Some(low) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+            .filter(|low| *low > RESERVED_SPAN + 1024)
+        {
+            assert!(
+                ports.iter().all(|p| *p < low && *p >= low - RESERVED_SPAN),
+                "outside the kernel's ephemeral range {low}..: {ports:?}"
+            );
+        }
         let mut unique = ports.clone();
         unique.sort_unstable();
         unique.dedup();
