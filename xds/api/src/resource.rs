@@ -198,7 +198,7 @@ pub struct Resources {
 /// one, endpoints that do not resolve are left out.
 pub fn compile(mesh: &MeshFile) -> Resources {
     let trust_domain = mesh.mesh.trust_domain.as_str();
-    let workloads = encode::workload_index(mesh);
+    let workloads = encode::workload_index(&mesh.workloads);
     let mut resources = Resources {
         services: BTreeMap::new(),
         endpoints: BTreeMap::new(),
@@ -299,12 +299,7 @@ impl Resources {
         trust_domain: &str,
         services: &[model::Service],
     ) -> Option<Resources> {
-        let mut index = encode::WorkloadIndex::new();
-        for w in workloads {
-            index
-                .entry((w.namespace.as_str(), w.name.as_str()))
-                .or_insert(w);
-        }
+        let index = encode::workload_index(workloads);
         let mut next = self.clone();
         for svc in services {
             let name = resource_name(&svc.namespace, &svc.name);

@@ -144,6 +144,22 @@ impl Report {
     }
 }
 
+/// [`check_binary`], asserting that at least `min_defaults` `[default: ..]` were read (fewer
+/// means the help layout changed under the parser) and that none is told twice.
+pub fn assert_defaults_once(bin: &Path, name: &str, expected: &[&str], min_defaults: usize) {
+    let (report, _) = check_binary(bin, name, expected);
+    assert!(
+        report.defaults >= min_defaults,
+        "only {} [default: ..] seen: the help layout changed under the parser",
+        report.defaults
+    );
+    assert!(
+        report.problems.is_empty(),
+        "defaults told twice:\n{}",
+        report.problems.join("\n")
+    );
+}
+
 /// `bin --help`, `bin -h` and both for every subcommand, which must include `expected`. Returns
 /// the report and the top-level `--help`.
 pub fn check_binary(bin: &Path, name: &str, expected: &[&str]) -> (Report, String) {

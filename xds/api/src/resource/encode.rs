@@ -11,9 +11,9 @@ use crate::{Dur, model, pb};
 /// Workloads by (namespace, name), for resolving endpoints.
 pub(super) type WorkloadIndex<'a> = HashMap<(&'a str, &'a str), &'a model::Workload>;
 
-pub(super) fn workload_index(mesh: &model::MeshFile) -> WorkloadIndex<'_> {
+pub(super) fn workload_index(workloads: &[model::Workload]) -> WorkloadIndex<'_> {
     let mut index = WorkloadIndex::new();
-    for w in &mesh.workloads {
+    for w in workloads {
         // The first declaration wins, as in validation.
         index
             .entry((w.namespace.as_str(), w.name.as_str()))
