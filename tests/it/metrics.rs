@@ -234,19 +234,22 @@ async fn http_bytes_and_unrouted_opaque_connections_are_counted() {
 
     let reply = client::send_h1(proxy.outbound, client::get("web", "/counted")).await;
     assert_eq!(reply.status, http::StatusCode::OK);
-    let m = proxy.metric_values().await;
-    let read = m.sum("skiff_tcp_bytes_total", &read_labels)
-        - before.sum("skiff_tcp_bytes_total", &read_labels);
-    let written = m.sum("skiff_tcp_bytes_total", &write_labels)
-        - before.sum("skiff_tcp_bytes_total", &write_labels);
-    assert!(
-        read >= 30.0,
-        "the HTTP request's bytes are counted as read: {read}"
-    );
-    assert!(
-        written >= reply.body.len() as f64,
-        "the HTTP response's bytes are counted as written: {written}"
-    );
+    // The proxy counts a write after its syscall returns, so the client can
+    // hold the response a moment before the counter moves: wait for it.
+    let body_len = reply.body.len() as f64;
+    eventually(
+        "the HTTP request and response bytes are counted",
+        STEP,
+        || async {
+            let m = proxy.metric_values().await;
+            let read = m.sum("skiff_tcp_bytes_total", &read_labels)
+                - before.sum("skiff_tcp_bytes_total", &read_labels);
+            let written = m.sum("skiff_tcp_bytes_total", &write_labels)
+                - before.sum("skiff_tcp_bytes_total", &write_labels);
+            read >= 30.0 && written >= body_len
+        },
+    )
+    .await;
 
     let mut raw = RawConn::connect(proxy.outbound).await;
     raw.write(b"\x00\x01 not http, and no service takes it")
