@@ -440,7 +440,7 @@ impl EndpointPool {
         }
     }
 
-    async fn open_h2(&self, breaker: &Breaker) -> Result<H2Conn, ConnectError> {
+    async fn open_h2(self: &Arc<Self>, breaker: &Breaker) -> Result<H2Conn, ConnectError> {
         let (io, guard) = self.connect(breaker, Inner::Http2).await?;
         let addr = self.addr;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -453,18 +453,30 @@ impl EndpointPool {
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| ConnectError::handshake(addr, e))?;
+        let generation = self.h2_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let pool = Arc::downgrade(self);
         tokio::spawn(async move {
             let _counted = guard;
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "upstream http/2 connection ended");
             }
+            // See `discard_h2`: a request that raced this end comes back unsent.
+            if let Some(pool) = pool.upgrade() {
+                pool.discard_h2(generation);
+            }
         });
-        let generation = self.h2_generation.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(H2Conn { generation, sender })
     }
 
-    /// Forgets HTTP/2 connection `generation` (it refused a request, e.g. after GOAWAY) so the
-    /// next request reconnects; a newer connection already in its place stays.
+    /// Forgets HTTP/2 connection `generation` (it refused a request, e.g. after GOAWAY, or
+    /// its task ended) so the next request reconnects; a newer connection already in its
+    /// place stays.
+    ///
+    /// Why a closed connection must not linger here, nor in a request awaiting its response:
+    /// a request queued at the very moment the connection's task ends can land in the request
+    /// channel after the task stopped reading it. It is handed back, unsent, only when the
+    /// channel's last sender drops; a sender kept here or by that request itself would leave
+    /// it waiting forever.
     pub fn discard_h2(&self, generation: u64) {
         let mut slot = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
         if slot
@@ -481,4 +493,67 @@ impl EndpointPool {
 pub struct Checkout {
     pub sender: http1::SendRequest<UpstreamBody>,
     pub pool: Arc<EndpointPool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{io::AsyncReadExt, net::TcpListener};
+
+    use super::*;
+    use crate::resilience::ResilienceMetrics;
+
+    fn breaker() -> Breaker {
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = ResilienceMetrics::register(&mut reg).cluster("svc");
+        Breaker::new("svc".into(), None, Arc::default(), metrics)
+    }
+
+    /// An endpoint that reads what comes and hangs up, as an HTTP/1-only server answers the
+    /// HTTP/2 preface.
+    async fn hang_up_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("bound address");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 64];
+                let _ = s.read(&mut buf).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_h2_connection_that_ends_leaves_the_slot() {
+        let addr = hang_up_server().await;
+        let pool = Arc::new(EndpointPool::new(
+            addr,
+            None,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            4,
+        ));
+        let H2Conn { generation, sender } = pool
+            .h2(&breaker())
+            .await
+            .expect("the handshake only writes the preface");
+        drop(sender);
+        // No request follows: the connection's own task must take it out of the slot, or its
+        // sender keeps the request channel (and anything stranded in it) alive.
+        let left = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let held = pool.h2.lock().unwrap_or_else(PoisonError::into_inner);
+                if held.conn.is_none() {
+                    return;
+                }
+                drop(held);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(
+            left.is_ok(),
+            "connection {generation} is still pooled after its server hung up"
+        );
+        assert!(pool.live_h2().is_none());
+    }
 }

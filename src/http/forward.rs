@@ -478,7 +478,10 @@ async fn send_h2(
             Err(e) => return Err(connect_failed(e)),
         },
     };
-    match sender.try_send_request(req).await {
+    let sending = sender.try_send_request(req);
+    // Not held while the response is awaited: see `EndpointPool::discard_h2`.
+    drop(sender);
+    match sending.await {
         Ok(rsp) => Ok(into_proxy(rsp, None)),
         Err(mut e) => {
             let unsent = e.take_message();

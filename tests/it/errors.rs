@@ -1,6 +1,8 @@
 //! Responses the proxy makes itself: each status with its `x-skiff-reason` token, and the gRPC
 //! trailers-only form of the same.
 
+use std::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Method, StatusCode};
 use http_body_util::Full;
@@ -14,6 +16,7 @@ use crate::{
         client::{self, H2Conn, Reply},
         proxy::Proxy,
         upstream::{BlackHole, DropMode, DropServer, HttpUpstream, closed_port},
+        within,
     },
 };
 
@@ -160,6 +163,48 @@ services:
     assert!(
         closer.connections() >= 1 && resetter.connections() >= 1,
         "both upstreams were reached"
+    );
+}
+
+/// HTTP/2 streams onto an endpoint that hangs up on HTTP/2, as an HTTP/1-only server does when
+/// a `protocol: auto` service carries an h2c client: every upstream connection dies while
+/// streams race onto it, and every stream still gets its 502 (none is left waiting).
+#[tokio::test]
+async fn h2_streams_racing_dying_upstream_connections_each_get_502() {
+    let closer = DropServer::start(DropMode::Close).await;
+    let mesh = format!(
+        "services:\n  - name: closer\n    endpoints: [{{ address: \"{}\" }}]\n",
+        closer.addr()
+    );
+    let proxy = Proxy::start(&mesh).await;
+    let mut streams = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let conn = H2Conn::connect(proxy.outbound).await;
+        for _ in 0..16 {
+            let conn = conn.clone();
+            streams.spawn(async move {
+                for _ in 0..20 {
+                    let r = conn.send(client::get("closer", "/")).await;
+                    assert_made_by_proxy(&r, StatusCode::BAD_GATEWAY, "upstream-failed");
+                }
+            });
+        }
+    }
+    within(
+        "1,280 requests over 64 streams",
+        Duration::from_secs(60),
+        async {
+            while let Some(done) = streams.join_next().await {
+                if let Err(e) = done {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        closer.connections() > 1,
+        "upstream connections were replaced"
     );
 }
 
