@@ -541,11 +541,15 @@ mod tests {
         // sender keeps the request channel (and anything stranded in it) alive.
         let left = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                let held = pool.h2.lock().unwrap_or_else(PoisonError::into_inner);
-                if held.conn.is_none() {
+                let pooled = pool
+                    .h2
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .conn
+                    .is_some();
+                if !pooled {
                     return;
                 }
-                drop(held);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
