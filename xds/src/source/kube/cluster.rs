@@ -164,6 +164,8 @@ pub enum Note {
     },
     /// Every host of a mesh service built from the cluster is claimed by a ConfigMap service.
     HostsClaimed { service: ObjectKey },
+    /// The ConfigMap names a service the cluster does not have: served without endpoints.
+    Missing { service: ObjectKey },
     /// A pod with the sidecar that cannot be named in the mesh; its endpoints are plain.
     Pod {
         pod: ObjectKey,
@@ -186,6 +188,11 @@ impl fmt::Display for Note {
             Note::HostsClaimed { service } => write!(
                 f,
                 "service {service}: every host is claimed by a ConfigMap service, skipped"
+            ),
+            Note::Missing { service } => write!(
+                f,
+                "service {service}: the ConfigMap names it and the cluster has no such Service; \
+                 served without endpoints (503 no-healthy-endpoints) until it appears"
             ),
             Note::Pod { pod, reason } => write!(f, "Pod {pod}: {reason}; its endpoints are plain"),
         }
@@ -522,6 +529,7 @@ impl ClusterState {
     /// endpoint whose pod carries the `skiff-proxy` sidecar is that pod's workload's replica:
     /// `workload` (the name its sidecar announces), `address`, and `identity`
     /// `spiffe://<trust domain>/ns/<ns>/sa/<service account>`; others are plain addresses.
+    /// An endpoint whose pod (its `targetRef`) has not been seen yet is left out until it is.
     /// An address listed twice counts once; endpoints are sorted by address.
     ///
     /// Workloads: one per namespace and workload name of meshed pods, with the service
@@ -535,7 +543,9 @@ impl ClusterState {
     /// too; one named as a cluster workload takes the cluster's service account and adds
     /// its labels (its own win) to the pods' shared ones, keeping its `inbound` and
     /// `rateLimit`. Cluster services follow sorted by namespace and name, without the hosts
-    /// and addresses ConfigMap services claim; then the cluster workloads.
+    /// and addresses ConfigMap services claim; then a stand-in without endpoints for each
+    /// service the ConfigMap names and nobody has (see `stand_ins`); then the cluster
+    /// workloads.
     pub fn build(&self) -> Result<Built, KubeError> {
         let mut notes = Vec::new();
         let config = &self.config;
@@ -587,6 +597,8 @@ impl ClusterState {
             services.push(svc);
         }
 
+        self.stand_ins(&mut services, trust_domain, &mut notes);
+
         let mut derived = self.workloads(&mut notes);
         let mut workloads = Vec::with_capacity(config.workloads.len() + derived.len());
         for written in &config.workloads {
@@ -606,6 +618,75 @@ impl ClusterState {
         };
         skiff_api::validate::validate(&mesh).map_err(KubeError::Merged)?;
         Ok(Built { mesh, notes })
+    }
+
+    /// A stand-in without endpoints for each service the ConfigMap names (as a route's backend
+    /// or a policy's target) that neither it nor the cluster has: requests sent there get 503
+    /// `no-healthy-endpoints` until the Service appears, instead of one missing Service (not
+    /// yet created, or deleted) freezing the whole mesh. A stand-in takes the hosts a cluster
+    /// Service of that name would have, less those another service claims; with none left, or
+    /// a name that is no DNS label, the reference stays dangling and validation names it.
+    fn stand_ins(&self, services: &mut Vec<model::Service>, td: &str, notes: &mut Vec<Note>) {
+        let have: HashSet<(&str, &str)> = services
+            .iter()
+            .map(|s| (s.namespace.as_str(), s.name.as_str()))
+            .collect();
+        let config = &self.config;
+        let backends = config.services.iter().flat_map(|s| {
+            s.routes.iter().flat_map(|r| &r.backend_refs).map(|b| {
+                let ns = b.namespace.as_deref().unwrap_or(&s.namespace);
+                (ns, b.service.as_str())
+            })
+        });
+        let targets = config
+            .authorization
+            .iter()
+            .map(|p| (p.namespace.as_str(), p.target.as_str()));
+        let missing: BTreeSet<ObjectKey> = backends
+            .chain(targets)
+            .filter(|&(ns, name)| !have.contains(&(ns, name)))
+            .filter(|&(ns, name)| is_dns_label(ns) && is_dns_label(name))
+            .map(|(ns, name)| ObjectKey::new(ns, name))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut claimed: HashSet<String> = services
+            .iter()
+            .flat_map(|s| s.effective_hosts(td))
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        for key in missing {
+            let (name, ns) = (&key.name, &key.namespace);
+            let domain = &self.settings.cluster_domain;
+            let hosts: Vec<String> = [
+                name.clone(),
+                format!("{name}.{ns}"),
+                format!("{name}.{ns}.svc"),
+                format!("{name}.{ns}.svc.{domain}"),
+            ]
+            .into_iter()
+            .filter(|h| claimed.insert(h.clone()))
+            .collect();
+            if hosts.is_empty() {
+                continue;
+            }
+            services.push(model::Service {
+                name: name.clone(),
+                namespace: ns.clone(),
+                hosts: Some(hosts),
+                addresses: Vec::new(),
+                protocol: Protocol::Auto,
+                load_balancer: LoadBalancer::default(),
+                connect_timeout: Dur::from_secs(1),
+                endpoints: Vec::new(),
+                circuit_breaker: None,
+                outlier_detection: None,
+                retry_budget: None,
+                routes: Vec::new(),
+            });
+            notes.push(Note::Missing { service: key });
+        }
     }
 
     /// The mesh services the Service `key` becomes, as [`ClusterState::build`] makes them,
@@ -765,22 +846,28 @@ impl ClusterState {
                     continue;
                 };
                 let addr = SocketAddr::new(ip, target);
-                by_addr.entry(addr).or_insert_with(|| {
-                    let pod = ep
-                        .target_ref
-                        .as_ref()
-                        .and_then(|r| self.pod(r, &slice.metadata.namespace));
-                    endpoint(addr, pod, &service.namespace, td)
-                });
+                if by_addr.contains_key(&addr) {
+                    continue;
+                }
+                // A pod not seen yet (watches of different kinds report in any order) may
+                // carry a sidecar: held back until it is, rather than sent as a plain address
+                // that callers would reach without mesh TLS. Its arrival updates these
+                // endpoints.
+                let pod = match &ep.target_ref {
+                    Some(r) if r.kind == "Pod" => match self.pod(r, &slice.metadata.namespace) {
+                        Some(pod) => Some(pod),
+                        None => continue,
+                    },
+                    _ => None,
+                };
+                by_addr.insert(addr, endpoint(addr, pod, &service.namespace, td));
             }
         }
         by_addr.into_values().collect()
     }
 
+    /// The pod a `targetRef` of kind Pod names, if seen.
     fn pod(&self, target: &ObjectReference, slice_namespace: &str) -> Option<&Pod> {
-        if target.kind != "Pod" {
-            return None;
-        }
         let ns = target.namespace.as_deref().unwrap_or(slice_namespace);
         self.pods.get(&ObjectKey::new(ns, target.name.as_str()))
     }

@@ -266,6 +266,7 @@ fn readiness_follows_kubernetes() {
                 &[("10.1.0.1", "p", r, s, t)],
                 slice_port("http", 80),
             ),
+            pod("p", "10.1.0.1", "a", false, "a"),
         ]);
         !built(&st).services[0].endpoints.is_empty()
     };
@@ -282,6 +283,44 @@ fn readiness_follows_kubernetes() {
         "terminating is never ready"
     );
     assert!(!case(Some(true), Some(true), Some(true)));
+}
+
+#[test]
+fn an_endpoint_waits_for_its_pod_and_the_pod_brings_it_with_its_identity() {
+    let mut s = state([service("default", "ratings", &["10.96.0.11"], http_port())]);
+    s.apply(slice(
+        "default",
+        "ratings-x1",
+        "ratings",
+        "IPv4",
+        &[ready("10.1.0.9", "ratings-1")],
+        slice_port("http", 9080),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        svc(&built(&s), "ratings").endpoints.is_empty(),
+        "the slice came before its pod: nothing announced yet"
+    );
+    let pod = pod("ratings-1", "10.1.0.9", "ratings", true, "ratings");
+    let impact = s.impact(&Event::Applied(pod.clone()));
+    assert!(
+        impact
+            .endpoints
+            .contains(&ObjectKey::new("default", "ratings")),
+        "{impact:?}"
+    );
+    s.apply(pod).unwrap_or_else(|e| panic!("{e}"));
+    let mesh = built(&s);
+    let r = svc(&mesh, "ratings");
+    assert_eq!(addrs(&r.endpoints), ["10.1.0.9:9080"]);
+    assert!(
+        r.endpoints[0]
+            .identity
+            .as_deref()
+            .is_some_and(|id| id.ends_with("/ns/default/sa/ratings")),
+        "{:?}",
+        r.endpoints[0]
+    );
 }
 
 #[test]
@@ -687,12 +726,94 @@ fn a_bad_config_map_is_refused_naming_the_field_and_the_previous_one_kept() {
 }
 
 #[test]
-fn a_reference_to_a_missing_service_fails_the_merge_naming_the_field() {
-    // `ratings` is not in the cluster: the ConfigMap alone is fine, the merged mesh is not.
+fn a_service_the_config_map_names_and_the_cluster_lacks_stands_in_without_endpoints() {
+    // `ratings` (a backend) and `audit` (a policy target) are not in the cluster.
     let mut objects = reviews();
-    objects.push(config_map(ROUTES));
-    let s = state(objects);
-    let err = s.mesh().expect_err("dangling backendRef");
+    objects.push(config_map(&format!(
+        "{ROUTES}  - {{ name: audit-all, target: audit, namespace: ops, mode: audit }}\n"
+    )));
+    let mut s = state(objects);
+    let b = s
+        .build()
+        .unwrap_or_else(|e| panic!("a missing Service refuses nothing: {e}"));
+    passes_check(&b.mesh);
+    let ratings = svc(&b.mesh, "ratings");
+    assert!(ratings.endpoints.is_empty() && ratings.addresses.is_empty());
+    assert_eq!(
+        ratings.hosts.as_deref(),
+        Some(
+            &[
+                "ratings",
+                "ratings.default",
+                "ratings.default.svc",
+                "ratings.default.svc.cluster.local"
+            ]
+            .map(String::from)[..]
+        )
+    );
+    let audit = b
+        .mesh
+        .services
+        .iter()
+        .find(|x| x.name == "audit")
+        .unwrap_or_else(|| panic!("no stand-in for the policy target"));
+    assert_eq!(audit.namespace, "ops");
+    let missing: Vec<String> = b
+        .notes
+        .iter()
+        .filter(|n| matches!(n, Note::Missing { .. }))
+        .map(Note::to_string)
+        .collect();
+    assert_eq!(missing.len(), 2, "{missing:?}");
+    assert!(
+        missing[0].contains("default/ratings") && missing[0].contains("503 no-healthy-endpoints"),
+        "{missing:?}"
+    );
+
+    // The Service appears: it takes the stand-in's place, endpoints and all.
+    s.apply(service("default", "ratings", &["10.96.0.11"], http_port()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.apply(pod("ratings-1", "10.1.0.9", "ratings", true, "ratings"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.apply(slice(
+        "default",
+        "ratings-x1",
+        "ratings",
+        "IPv4",
+        &[ready("10.1.0.9", "ratings-1")],
+        slice_port("http", 9080),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let b = s.build().unwrap_or_else(|e| panic!("{e}"));
+    let ratings = svc(&b.mesh, "ratings");
+    assert_eq!(addrs(&ratings.endpoints), ["10.1.0.9:9080"]);
+    assert_eq!(ratings.addresses, ["10.96.0.11:9080".parse().unwrap()]);
+    assert_eq!(
+        b.notes
+            .iter()
+            .filter(|n| matches!(n, Note::Missing { .. }))
+            .count(),
+        1,
+        "only `audit` still stands in"
+    );
+}
+
+#[test]
+fn a_stand_in_leaves_claimed_hosts_alone_and_a_bad_name_is_still_refused() {
+    // `front` claims the short names of `ratings`: the stand-in keeps the others.
+    let s = state([config_map(
+        "services:\n  - { name: front, hosts: [ratings, ratings.default], endpoints: [ { address: '10.0.0.1:80' } ],\n      routes: [ { name: r, backendRefs: [ { service: ratings } ] } ] }\n",
+    )]);
+    let mesh = built(&s);
+    assert_eq!(
+        svc(&mesh, "ratings").hosts.as_deref(),
+        Some(&["ratings.default.svc", "ratings.default.svc.cluster.local"].map(String::from)[..])
+    );
+    // A name no Service could have is not stood in for: validation names the field.
+    let s = state([config_map(
+        "services:\n  - { name: front, endpoints: [ { address: '10.0.0.1:80' } ],\n      routes: [ { name: r, backendRefs: [ { service: Ratings_V2 } ] } ] }\n",
+    )]);
+    let err = s.mesh().expect_err("no Service is called Ratings_V2");
     let KubeError::Merged(errors) = &err else {
         panic!("{err}")
     };
@@ -731,8 +852,11 @@ fn deleting_objects_updates_the_mesh() {
     s.delete(ObjectKind::Pod, &ObjectKey::new("default", "reviews-1"));
     let mesh = built(&s);
     let r = svc(&mesh, "reviews");
-    assert_eq!(addrs(&r.endpoints), ["10.1.0.1:9080", "10.1.0.2:9080"]);
-    assert_eq!(r.endpoints[0].identity, None, "no pod: a plain address");
+    assert_eq!(
+        addrs(&r.endpoints),
+        ["10.1.0.2:9080"],
+        "an endpoint whose pod is unknown is held back, never sent as a plain address"
+    );
     // reviews-3 and reviews-4 (not ready) still have sidecars, so the workload stays.
     assert_eq!(mesh.workloads.len(), 1);
 
