@@ -64,13 +64,16 @@ async fn ejected_gauge(proxy: &Proxy, service: &str) -> f64 {
         .sum("skiff_outlier_ejected_endpoints", &[("service", service)])
 }
 
+/// Round robin: P2C steers away from an endpoint that failed (a failure counts as a slow
+/// sample), so how soon a failing endpoint collects its errors in a row would depend on the
+/// latencies of a loaded machine; ejection itself does not depend on the balancer.
 fn mesh(endpoints: &[SocketAddr], outlier: &str, extra_services: &str) -> String {
     let eps: String = endpoints
         .iter()
         .map(|a| format!("      - address: \"{a}\"\n"))
         .collect();
     format!(
-        "services:\n  - name: web\n    endpoints:\n{eps}    outlierDetection: {outlier}\n{extra_services}"
+        "services:\n  - name: web\n    loadBalancer: round-robin\n    endpoints:\n{eps}    outlierDetection: {outlier}\n{extra_services}"
     )
 }
 
