@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::{
     body::Incoming,
-    client::conn::{http1, http2},
+    client::conn::{TrySendError, http1, http2},
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpStream, sync::watch};
@@ -485,6 +485,44 @@ impl EndpointPool {
             .is_some_and(|c| c.generation == generation)
         {
             slot.conn = None;
+        }
+    }
+}
+
+/// What an HTTP/1.1 send gives back: the sender, unless its connection ended while the
+/// request waited, and the response head or why there is none.
+pub type H1Sent = (
+    Option<http1::SendRequest<UpstreamBody>>,
+    Result<http::Response<Incoming>, TrySendError<http::Request<UpstreamBody>>>,
+);
+
+/// Sends `req` on an HTTP/1.1 connection and waits for the response head.
+///
+/// A request queued just as the connection's task ends is handed back only when the
+/// connection's last sender drops (see [`EndpointPool::discard_h2`]), and an HTTP/1.1 sender
+/// is the only one. So the sender is watched while the request waits: once its connection is
+/// closed it is dropped, which hands such a request back (unsent, so it can go again) instead
+/// of leaving it waiting forever.
+pub async fn send_h1(
+    mut sender: http1::SendRequest<UpstreamBody>,
+    req: http::Request<UpstreamBody>,
+) -> H1Sent {
+    let mut sending = std::pin::pin!(sender.try_send_request(req));
+    let first = std::future::poll_fn(|cx| match sending.as_mut().poll(cx) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        // While its request is out a connection wants no other, so `poll_ready` only wakes
+        // this task when the connection closes.
+        Poll::Pending => match sender.poll_ready(cx) {
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Ready(Ok(())) | Poll::Pending => Poll::Pending,
+        },
+    })
+    .await;
+    match first {
+        Some(r) => (Some(sender), r),
+        None => {
+            drop(sender);
+            (None, sending.await)
         }
     }
 }

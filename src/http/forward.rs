@@ -30,7 +30,7 @@ use crate::{
         ResilienceError, RetryPolicy, Tried,
     },
     route::Route,
-    upstream::{Checkout, ConnectError, EndpointPool, H2Conn, UpstreamBody, UpstreamError},
+    upstream::{self, Checkout, ConnectError, EndpointPool, H2Conn, UpstreamBody, UpstreamError},
 };
 
 /// On a response that took more than one attempt: how many.
@@ -430,17 +430,18 @@ async fn send_h1(
     pool: &Arc<EndpointPool>,
     cluster: &Cluster,
 ) -> Result<Response<ProxyBody>, SendError> {
-    let (mut sender, reused) = match pool.take_h1() {
+    let (sender, reused) = match pool.take_h1() {
         Some(s) => (s, true),
         None => match Box::pin(pool.connect_h1(false, &cluster.breaker)).await {
             Ok(s) => (s, false),
             Err(e) => return Err(connect_failed(e)),
         },
     };
-    match sender.try_send_request(req).await {
+    let (sender, sent) = upstream::send_h1(sender, req).await;
+    match sent {
         Ok(rsp) => Ok(into_proxy(
             rsp,
-            Some(Checkout {
+            sender.map(|sender| Checkout {
                 sender,
                 pool: pool.clone(),
             }),
@@ -544,7 +545,7 @@ async fn upgrade(
         hop.identity = members.pool(&pick).verified_identity().cloned();
     }
     let pool = members.pool(&pick);
-    let mut sender = match pool.connect_h1(true, &cluster.breaker).await {
+    let sender = match pool.connect_h1(true, &cluster.breaker).await {
         Ok(s) => s,
         Err(e) => {
             let e = connect_failed(e);
@@ -553,11 +554,11 @@ async fn upgrade(
         }
     };
     let req = Request::from_parts(parts, UpstreamBody::Streaming(body));
-    let mut rsp = match sender.send_request(req).await {
+    let mut rsp = match upstream::send_h1(sender, req).await.1 {
         Ok(r) => r,
         Err(e) => {
             cluster.observe(&members, &pick, Observed::Failed(Failure::Reset));
-            return failed(&UpstreamError::Http(e).into(), false);
+            return failed(&UpstreamError::Http(e.into_error()).into(), false);
         }
     };
     cluster.observe(&members, &pick, Observed::Status(rsp.status().as_u16()));

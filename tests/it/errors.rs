@@ -13,9 +13,9 @@ use tonic::Code;
 use crate::{
     grpc::{grpc_client, skiff_reason, unary_fails},
     support::{
-        client::{self, H2Conn, Reply},
+        client::{self, H1Conn, H2Conn, Reply},
         proxy::Proxy,
-        upstream::{BlackHole, DropMode, DropServer, HttpUpstream, closed_port},
+        upstream::{BlackHole, DropMode, DropServer, HangUpAfterAnswer, HttpUpstream, closed_port},
         within,
     },
 };
@@ -205,6 +205,55 @@ async fn h2_streams_racing_dying_upstream_connections_each_get_502() {
     assert!(
         closer.connections() > 1,
         "upstream connections were replaced"
+    );
+}
+
+/// HTTP/1.1 requests onto pooled connections that the upstream hangs up right after each
+/// answer: a request can be queued just as its connection ends, and each one must still get
+/// an answer, the upstream's 200 or the proxy's 502 (none is left waiting).
+#[tokio::test]
+async fn http1_requests_racing_pooled_connection_closes_each_get_an_answer() {
+    let upstream = HangUpAfterAnswer::start().await;
+    let mesh = format!(
+        "services:\n  - name: brief\n    protocol: http1\n    endpoints: [{{ address: \"{}\" }}]\n",
+        upstream.addr()
+    );
+    let proxy = Proxy::start(&mesh).await;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let mut conn = H1Conn::connect(proxy.outbound).await;
+        clients.spawn(async move {
+            let mut ok = 0;
+            for _ in 0..150 {
+                let r = conn.send(client::get("brief", "/")).await;
+                match r.status {
+                    StatusCode::OK => ok += 1,
+                    StatusCode::BAD_GATEWAY => assert_eq!(r.reason(), Some("upstream-failed")),
+                    other => panic!("{other}: {r:?}"),
+                }
+            }
+            ok
+        });
+    }
+    let ok: usize = within(
+        "1,200 requests over 8 connections",
+        Duration::from_secs(60),
+        async {
+            let mut ok = 0;
+            while let Some(done) = clients.join_next().await {
+                match done {
+                    Ok(n) => ok += n,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
+            ok
+        },
+    )
+    .await;
+    assert!(ok > 0, "some requests reached the upstream");
+    assert!(
+        upstream.connections() > 8,
+        "pooled connections were replaced"
     );
 }
 

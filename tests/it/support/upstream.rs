@@ -705,6 +705,55 @@ impl DropServer {
     }
 }
 
+/// Answers the first request of each connection with `200 ok`, keep-alive implied (no
+/// `Connection: close`), then hangs up: a client that pools the connection races the close.
+pub struct HangUpAfterAnswer {
+    addr: SocketAddr,
+    log: Arc<Log>,
+    _task: Task,
+}
+
+impl HangUpAfterAnswer {
+    pub async fn start() -> HangUpAfterAnswer {
+        let listener = bind().await;
+        let addr = listener.local_addr().expect("bound address");
+        let log = Arc::new(Log::default());
+        let task = accept_loop(listener, {
+            let log = log.clone();
+            move |mut stream, _| {
+                let log = log.clone();
+                async move {
+                    log.connections.fetch_add(1, Ordering::SeqCst);
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while super::client::find(&head, b"\r\n\r\n").is_none() {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                }
+            }
+        });
+        HangUpAfterAnswer {
+            addr,
+            log,
+            _task: task,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn connections(&self) -> usize {
+        self.log.connections.load(Ordering::SeqCst)
+    }
+}
+
 /// An address with nothing listening: bound to learn a free port, then released.
 pub async fn closed_port() -> SocketAddr {
     let listener = bind().await;
