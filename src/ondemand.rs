@@ -51,6 +51,15 @@ impl LookupMetrics {
     }
 }
 
+/// How one lookup ended; the index of its `skiff_xds_lookups_total` counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Found = 0,
+    Missing = 1,
+    /// No answer within `--xds-fetch-timeout`.
+    Timeout = 2,
+}
+
 /// What the control plane said about one alias.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Answer {
@@ -111,9 +120,17 @@ impl OnDemand {
         (Arc::new(od), rx)
     }
 
-    /// Asks for the aliases and waits until none is pending, or the timeout. The caller then
-    /// looks in the newest snapshot again.
+    /// Asks for the aliases and waits until none is pending, or the timeout, counting the
+    /// outcome in `skiff_xds_lookups_total`. The caller then looks in the newest snapshot
+    /// again.
     pub async fn fetch(&self, aliases: &[String]) {
+        let outcome = self.lookup(aliases).await;
+        self.outcomes[outcome as usize].inc();
+    }
+
+    /// [`OnDemand::fetch`] without counting: for a look the admin asked for (`/describe`),
+    /// which is no request of the app.
+    pub async fn lookup(&self, aliases: &[String]) -> Outcome {
         let mut answers = self.answered.subscribe();
         if self.ask(aliases) {
             let wait = async {
@@ -124,8 +141,7 @@ impl OnDemand {
                 }
             };
             if tokio::time::timeout(self.timeout, wait).await.is_err() {
-                self.outcomes[2].inc();
-                return;
+                return Outcome::Timeout;
             }
         }
         let found = self.lookups.lock().is_ok_and(|lookups| {
@@ -133,7 +149,11 @@ impl OnDemand {
                 .iter()
                 .any(|a| lookups.get(a).is_some_and(|l| l.answer == Answer::Found))
         });
-        self.outcomes[usize::from(!found)].inc();
+        if found {
+            Outcome::Found
+        } else {
+            Outcome::Missing
+        }
     }
 
     /// Registers the aliases not yet known and sends them to the client; whether any of them

@@ -185,12 +185,24 @@ async fn demo_mesh_serves_web_and_splits_reviews() {
             && text.contains("mTLS spiffe://cluster.local/ns/default/sa/reviews"),
         "{text}"
     );
+    let lookups = || async {
+        let page = client::send_h1(demo.admin_addr(), client::get("admin", "/metrics")).await;
+        client::Metrics::parse(&page.text())
+            .unwrap_or_else(|e| panic!("/metrics: {e}"))
+            .sum("skiff_xds_lookups_total", &[])
+    };
+    let before = lookups().await;
     let out = describe("nobody.example").await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains("refused   503 unknown-service: no service of the mesh claims this host"),
         "{text}"
+    );
+    assert_eq!(
+        lookups().await,
+        before,
+        "a describe is no request of the app: skiff_xds_lookups_total stays"
     );
 
     within("demo shutdown", STEP, demo.shutdown()).await;
