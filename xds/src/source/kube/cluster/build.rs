@@ -1,10 +1,9 @@
-//! `ClusterState`: the Services, EndpointSlices, Pods and mesh ConfigMap seen so far, by key;
-//! the mesh built from them ([`ClusterState::build`], whose doc holds the naming and merge
-//! rules); and which services' `Endpoints` and which workloads a change can touch.
+//! The mesh built from the cluster state and the ConfigMap: [`ClusterState::build`] (whose
+//! doc holds the naming and merge rules), the services of one Service for an endpoint-only
+//! update, and the free helpers only the build uses.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    fmt,
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::{IpAddr, SocketAddr},
 };
 
@@ -13,16 +12,11 @@ use skiff_api::{
     model::{self, LoadBalancer, MeshFile, Protocol},
 };
 
-use super::{
+use super::{Built, ClusterState, Membership, Note, is_dns_label, membership, protocol_of};
+use crate::source::kube::{
     error::KubeError,
-    objects::{
-        self, Conditions, ConfigMap, EndpointSlice, ObjectKey, ObjectKind, ObjectReference, Pod,
-        SERVICE_NAME_LABEL, Service, ServicePort,
-    },
+    objects::{Conditions, ObjectKey, ObjectReference, Pod, Service, ServicePort},
 };
-
-/// The ConfigMap key holding the mesh file.
-pub const MESH_KEY: &str = "mesh.yaml";
 
 /// Pod labels that differ between revisions of one workload; never copied to the workload.
 const REVISION_LABELS: [&str; 5] = [
@@ -33,478 +27,14 @@ const REVISION_LABELS: [&str; 5] = [
     "apps.kubernetes.io/pod-index",
 ];
 
-/// What the source needs to know besides the objects.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterSettings {
-    /// The cluster's DNS domain, the suffix of `name.ns.svc.<domain>`. Default: `cluster.local`.
-    pub cluster_domain: String,
-    /// The mesh ConfigMap (its key `mesh.yaml`). Default: `skiff-system/skiff-mesh`.
-    pub config_map: ObjectKey,
-}
-
-impl Default for ClusterSettings {
-    fn default() -> Self {
-        ClusterSettings {
-            cluster_domain: "cluster.local".to_owned(),
-            config_map: ObjectKey::new("skiff-system", "skiff-mesh"),
-        }
-    }
-}
-
-/// One object as a watcher delivers it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Object {
-    Service(Service),
-    EndpointSlice(EndpointSlice),
-    Pod(Pod),
-    ConfigMap(ConfigMap),
-}
-
-impl Object {
-    /// Decodes an object of `kind` from the API server's JSON.
-    pub fn from_json(kind: ObjectKind, json: &[u8]) -> Result<Object, KubeError> {
-        Ok(match kind {
-            ObjectKind::Service => Object::Service(objects::decode(kind, json)?),
-            ObjectKind::EndpointSlice => Object::EndpointSlice(objects::decode(kind, json)?),
-            ObjectKind::Pod => Object::Pod(objects::decode(kind, json)?),
-            ObjectKind::ConfigMap => Object::ConfigMap(objects::decode(kind, json)?),
-        })
-    }
-
-    /// [`Object::from_json`] from an already parsed document (what a watcher hands over).
-    pub fn from_value(kind: ObjectKind, json: serde_json::Value) -> Result<Object, KubeError> {
-        Ok(match kind {
-            ObjectKind::Service => Object::Service(objects::decode_value(kind, json)?),
-            ObjectKind::EndpointSlice => Object::EndpointSlice(objects::decode_value(kind, json)?),
-            ObjectKind::Pod => Object::Pod(objects::decode_value(kind, json)?),
-            ObjectKind::ConfigMap => Object::ConfigMap(objects::decode_value(kind, json)?),
-        })
-    }
-
-    pub fn kind(&self) -> ObjectKind {
-        match self {
-            Object::Service(_) => ObjectKind::Service,
-            Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
-            Object::Pod(_) => ObjectKind::Pod,
-            Object::ConfigMap(_) => ObjectKind::ConfigMap,
-        }
-    }
-
-    pub fn key(&self) -> ObjectKey {
-        match self {
-            Object::Service(o) => o.metadata.key(),
-            Object::EndpointSlice(o) => o.metadata.key(),
-            Object::Pod(o) => o.metadata.key(),
-            Object::ConfigMap(o) => o.metadata.key(),
-        }
-    }
-}
-
-/// A change a watcher reports: an object added or updated, or one deleted.
-#[derive(Clone, Debug, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "an event is moved once from the watcher into the state, never stored"
-)]
-pub enum Event {
-    Applied(Object),
-    Deleted(ObjectKind, ObjectKey),
-}
-
-/// What one change can alter in the built mesh.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Impact {
-    /// Anything may change (a Service or the ConfigMap): rebuild the whole mesh.
-    pub everything: bool,
-    /// Mesh services (`namespace/name` as built) whose endpoints may change.
-    pub endpoints: BTreeSet<ObjectKey>,
-    /// Workloads (`namespace/name`) that may appear, change or go.
-    pub workloads: BTreeSet<ObjectKey>,
-    /// The Kubernetes Services behind `endpoints`.
-    pub services: BTreeSet<ObjectKey>,
-}
-
-impl Impact {
-    fn everything() -> Self {
-        Impact {
-            everything: true,
-            ..Impact::default()
-        }
-    }
-
-    /// Nothing the mesh holds changes.
-    pub fn is_empty(&self) -> bool {
-        !self.everything && self.endpoints.is_empty() && self.workloads.is_empty()
-    }
-
-    /// Adds what `other` may change.
-    pub fn merge(&mut self, other: Impact) {
-        if self.everything || other.everything {
-            *self = Impact::everything();
-            return;
-        }
-        self.endpoints.extend(other.endpoints);
-        self.workloads.extend(other.workloads);
-        self.services.extend(other.services);
-    }
-}
-
-/// Something of the cluster the mesh leaves out, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Note {
-    /// `clusterIP: None`: clients reach pods directly; not a mesh service.
-    Headless { service: ObjectKey },
-    /// `type: ExternalName`: a DNS alias, no addresses of its own.
-    ExternalName { service: ObjectKey },
-    /// One port of a Service left out.
-    Port {
-        service: ObjectKey,
-        port: u16,
-        reason: &'static str,
-    },
-    /// Every host of a mesh service built from the cluster is claimed by a ConfigMap service.
-    HostsClaimed { service: ObjectKey },
-    /// The ConfigMap names a service the cluster does not have: served without endpoints.
-    Missing { service: ObjectKey },
-    /// A pod with the sidecar that cannot be named in the mesh; its endpoints are plain.
-    Pod {
-        pod: ObjectKey,
-        reason: &'static str,
-    },
-}
-
-impl fmt::Display for Note {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Note::Headless { service } => write!(f, "Service {service}: headless, skipped"),
-            Note::ExternalName { service } => {
-                write!(f, "Service {service}: type ExternalName, skipped")
-            }
-            Note::Port {
-                service,
-                port,
-                reason,
-            } => write!(f, "Service {service} port {port}: {reason}, skipped"),
-            Note::HostsClaimed { service } => write!(
-                f,
-                "service {service}: every host is claimed by a ConfigMap service, skipped"
-            ),
-            Note::Missing { service } => write!(
-                f,
-                "service {service}: the ConfigMap names it and the cluster has no such Service; \
-                 served without endpoints (503 no-healthy-endpoints) until it appears"
-            ),
-            Note::Pod { pod, reason } => write!(f, "Pod {pod}: {reason}; its endpoints are plain"),
-        }
-    }
-}
-
-/// A built mesh and what it left out.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Built {
-    /// Passed `skiff_api::validate::validate`.
-    pub mesh: MeshFile,
-    pub notes: Vec<Note>,
-}
-
-/// The cluster as the source has seen it.
-#[derive(Clone, Debug, Default)]
-pub struct ClusterState {
-    settings: ClusterSettings,
-    services: BTreeMap<ObjectKey, Service>,
-    slices: BTreeMap<ObjectKey, EndpointSlice>,
-    /// Service → its EndpointSlices (by the `kubernetes.io/service-name` label).
-    slices_by_service: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
-    pods: BTreeMap<ObjectKey, Pod>,
-    /// Pod → the EndpointSlices whose endpoints point at it.
-    slices_by_pod: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
-    /// The ConfigMap's last mesh file that passed its own validation; empty without one.
-    config: MeshFile,
-    /// The mesh ConfigMap exists (its last version may have been refused).
-    config_seen: bool,
-}
-
-/// How a pod takes part in the mesh.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Membership {
-    Unmeshed,
-    Meshed {
-        workload: String,
-    },
-    /// It has the sidecar, but its names do not fit the mesh model.
-    Unrepresentable(&'static str),
-}
-
-fn membership(pod: &Pod) -> Membership {
-    if !pod.is_meshed() {
-        return Membership::Unmeshed;
-    }
-    let Some(workload) = pod.workload_name() else {
-        return Membership::Unrepresentable("no workload name");
-    };
-    if !is_dns_label(&workload) {
-        return Membership::Unrepresentable("its workload name is not a DNS label");
-    }
-    if !is_dns_label(pod.service_account()) {
-        return Membership::Unrepresentable("its service account name is not a DNS label");
-    }
-    Membership::Meshed { workload }
-}
-
-/// What of a pod the mesh depends on (its readiness and address come from EndpointSlices).
-#[derive(PartialEq, Eq)]
-struct PodView<'a> {
-    membership: Membership,
-    service_account: &'a str,
-    labels: Option<&'a BTreeMap<String, String>>,
-}
-
-impl<'a> PodView<'a> {
-    fn of(pod: &'a Pod) -> Self {
-        let membership = membership(pod);
-        let meshed = matches!(membership, Membership::Meshed { .. });
-        PodView {
-            membership,
-            service_account: pod.service_account(),
-            labels: meshed.then_some(&pod.metadata.labels),
-        }
-    }
-}
-
 /// One Service port as a mesh service.
-struct PortService<'a> {
-    name: String,
+pub(super) struct PortService<'a> {
+    pub(super) name: String,
     port: &'a ServicePort,
     first: bool,
 }
 
-// === impl ClusterState ===
-
 impl ClusterState {
-    pub fn new(settings: ClusterSettings) -> Self {
-        ClusterState {
-            settings,
-            ..ClusterState::default()
-        }
-    }
-
-    pub fn settings(&self) -> &ClusterSettings {
-        &self.settings
-    }
-
-    /// The ConfigMap's mesh file in use (empty before one was accepted).
-    pub fn config(&self) -> &MeshFile {
-        &self.config
-    }
-
-    /// The keys of every object of `kind` held (the mesh ConfigMap's, when one is in use).
-    pub fn keys(&self, kind: ObjectKind) -> Vec<ObjectKey> {
-        match kind {
-            ObjectKind::Service => self.services.keys().cloned().collect(),
-            ObjectKind::EndpointSlice => self.slices.keys().cloned().collect(),
-            ObjectKind::Pod => self.pods.keys().cloned().collect(),
-            ObjectKind::ConfigMap => self
-                .config_seen
-                .then(|| self.settings.config_map.clone())
-                .into_iter()
-                .collect(),
-        }
-    }
-
-    /// Applies one event; see [`ClusterState::apply`] and [`ClusterState::delete`].
-    pub fn handle(&mut self, event: Event) -> Result<(), KubeError> {
-        match event {
-            Event::Applied(object) => self.apply(object),
-            Event::Deleted(kind, key) => {
-                self.delete(kind, &key);
-                Ok(())
-            }
-        }
-    }
-
-    /// Adds or replaces an object. Only the mesh ConfigMap can be refused: one without
-    /// `mesh.yaml`, or whose `mesh.yaml` fails validation (references to services and
-    /// workloads of the cluster taken on trust), leaves the previous one in use. Other
-    /// ConfigMaps are ignored.
-    pub fn apply(&mut self, object: Object) -> Result<(), KubeError> {
-        match object {
-            Object::Service(svc) => {
-                self.services.insert(svc.metadata.key(), svc);
-            }
-            Object::EndpointSlice(slice) => {
-                let key = slice.metadata.key();
-                self.unindex_slice(&key);
-                self.index_slice(&key, &slice);
-                self.slices.insert(key, slice);
-            }
-            Object::Pod(pod) => {
-                self.pods.insert(pod.metadata.key(), pod);
-            }
-            Object::ConfigMap(cm) => {
-                let key = cm.metadata.key();
-                if key != self.settings.config_map {
-                    return Ok(());
-                }
-                self.config_seen = true;
-                let Some(text) = cm.data.get(MESH_KEY) else {
-                    return Err(KubeError::MissingMeshKey {
-                        namespace: key.namespace,
-                        name: key.name,
-                        key: MESH_KEY,
-                    });
-                };
-                self.config =
-                    skiff_api::load_fragment(text).map_err(|source| KubeError::ConfigMap {
-                        namespace: key.namespace,
-                        name: key.name,
-                        key: MESH_KEY,
-                        source,
-                    })?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets an object. Deleting the mesh ConfigMap returns to an empty mesh file (default
-    /// settings, no routes or policies).
-    pub fn delete(&mut self, kind: ObjectKind, key: &ObjectKey) {
-        match kind {
-            ObjectKind::Service => {
-                self.services.remove(key);
-            }
-            ObjectKind::EndpointSlice => {
-                self.unindex_slice(key);
-                self.slices.remove(key);
-            }
-            ObjectKind::Pod => {
-                self.pods.remove(key);
-            }
-            ObjectKind::ConfigMap => {
-                if *key == self.settings.config_map {
-                    self.config = MeshFile::default();
-                    self.config_seen = false;
-                }
-            }
-        }
-    }
-
-    fn index_slice(&mut self, key: &ObjectKey, slice: &EndpointSlice) {
-        if let Some(service) = service_of(slice) {
-            self.slices_by_service
-                .entry(service)
-                .or_default()
-                .insert(key.clone());
-        }
-        for pod in pods_of(slice) {
-            self.slices_by_pod
-                .entry(pod)
-                .or_default()
-                .insert(key.clone());
-        }
-    }
-
-    fn unindex_slice(&mut self, key: &ObjectKey) {
-        let Some(old) = self.slices.get(key) else {
-            return;
-        };
-        let service = service_of(old);
-        let pods: Vec<ObjectKey> = pods_of(old).collect();
-        if let Some(service) = service
-            && let Some(set) = self.slices_by_service.get_mut(&service)
-        {
-            set.remove(key);
-            if set.is_empty() {
-                self.slices_by_service.remove(&service);
-            }
-        }
-        for pod in pods {
-            if let Some(set) = self.slices_by_pod.get_mut(&pod) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.slices_by_pod.remove(&pod);
-                }
-            }
-        }
-    }
-
-    /// What `event` would change in the built mesh, judged before it is applied. An
-    /// EndpointSlice touches its Service's mesh services' endpoints (nothing when it is
-    /// unchanged); a Pod the endpoints of the services whose slices point at it and its
-    /// workload, and only when its sidecar, workload name, service account or (meshed)
-    /// labels change; a Service or the mesh ConfigMap everything (hosts, addresses, names
-    /// of other ports and the ConfigMap's merge can move).
-    pub fn impact(&self, event: &Event) -> Impact {
-        match event {
-            Event::Applied(Object::Service(_)) | Event::Deleted(ObjectKind::Service, _) => {
-                Impact::everything()
-            }
-            Event::Applied(Object::ConfigMap(cm)) => self.config_map_impact(&cm.metadata.key()),
-            Event::Deleted(ObjectKind::ConfigMap, key) => self.config_map_impact(key),
-            Event::Applied(Object::EndpointSlice(slice)) => {
-                let old = self.slices.get(&slice.metadata.key());
-                if old == Some(slice) {
-                    return Impact::default();
-                }
-                let services = old
-                    .and_then(service_of)
-                    .into_iter()
-                    .chain(service_of(slice));
-                self.endpoints_impact(services)
-            }
-            Event::Deleted(ObjectKind::EndpointSlice, key) => {
-                self.endpoints_impact(self.slices.get(key).and_then(service_of))
-            }
-            Event::Applied(Object::Pod(pod)) => self.pod_impact(&pod.metadata.key(), Some(pod)),
-            Event::Deleted(ObjectKind::Pod, key) => self.pod_impact(key, None),
-        }
-    }
-
-    fn config_map_impact(&self, key: &ObjectKey) -> Impact {
-        if *key == self.settings.config_map {
-            Impact::everything()
-        } else {
-            Impact::default()
-        }
-    }
-
-    fn endpoints_impact(&self, services: impl IntoIterator<Item = ObjectKey>) -> Impact {
-        let mut impact = Impact::default();
-        for key in services {
-            if let Some(svc) = self.services.get(&key) {
-                for ps in self.port_services(svc, &mut Vec::new()) {
-                    impact
-                        .endpoints
-                        .insert(ObjectKey::new(&key.namespace, ps.name));
-                }
-                impact.services.insert(key);
-            }
-        }
-        impact
-    }
-
-    fn pod_impact(&self, key: &ObjectKey, new: Option<&Pod>) -> Impact {
-        let old = self.pods.get(key).map(PodView::of);
-        let new = new.map(PodView::of);
-        if old == new {
-            return Impact::default();
-        }
-        let services = self
-            .slices_by_pod
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|slice| self.slices.get(slice).and_then(service_of));
-        let mut impact = self.endpoints_impact(services.collect::<BTreeSet<_>>());
-        for view in [old, new].into_iter().flatten() {
-            if let Membership::Meshed { workload } = view.membership {
-                impact
-                    .workloads
-                    .insert(ObjectKey::new(&key.namespace, workload));
-            }
-        }
-        impact
-    }
-
     /// The mesh to serve; see [`ClusterState::build`].
     pub fn mesh(&self) -> Result<MeshFile, KubeError> {
         self.build().map(|b| b.mesh)
@@ -721,7 +251,11 @@ impl ClusterState {
     }
 
     /// The Service's ports that become mesh services, with their names.
-    fn port_services<'a>(&self, svc: &'a Service, notes: &mut Vec<Note>) -> Vec<PortService<'a>> {
+    pub(super) fn port_services<'a>(
+        &self,
+        svc: &'a Service,
+        notes: &mut Vec<Note>,
+    ) -> Vec<PortService<'a>> {
         let key = svc.metadata.key();
         if svc.spec.kind.as_deref() == Some("ExternalName") {
             notes.push(Note::ExternalName { service: key });
@@ -998,25 +532,6 @@ fn merge_workload(written: &model::Workload, cluster: model::Workload) -> model:
     }
 }
 
-/// The Service an EndpointSlice belongs to.
-fn service_of(slice: &EndpointSlice) -> Option<ObjectKey> {
-    slice
-        .metadata
-        .labels
-        .get(SERVICE_NAME_LABEL)
-        .filter(|n| !n.is_empty())
-        .map(|n| ObjectKey::new(&slice.metadata.namespace, n.as_str()))
-}
-
-/// The pods an EndpointSlice's endpoints point at.
-fn pods_of(slice: &EndpointSlice) -> impl Iterator<Item = ObjectKey> + '_ {
-    slice.endpoints.iter().filter_map(|ep| {
-        let r = ep.target_ref.as_ref().filter(|r| r.kind == "Pod")?;
-        let ns = r.namespace.as_deref().unwrap_or(&slice.metadata.namespace);
-        Some(ObjectKey::new(ns, r.name.as_str()))
-    })
-}
-
 /// Ready as Kubernetes defines it: `ready` (unset: `serving`, unset: true), never while
 /// terminating.
 fn is_ready(c: &Conditions) -> bool {
@@ -1025,26 +540,4 @@ fn is_ready(c: &Conditions) -> bool {
 
 fn is_tcp(protocol: Option<&str>) -> bool {
     matches!(protocol, None | Some("TCP"))
-}
-
-/// The mesh protocol an `appProtocol` asks for.
-pub fn protocol_of(app_protocol: Option<&str>) -> Protocol {
-    match app_protocol.map(str::to_ascii_lowercase).as_deref() {
-        Some("http") => Protocol::Http1,
-        Some("h2c" | "kubernetes.io/h2c") => Protocol::Http2,
-        Some("grpc") => Protocol::Grpc,
-        Some("tcp") => Protocol::Tcp,
-        _ => Protocol::Auto,
-    }
-}
-
-/// RFC 1123 label, as the mesh model requires of names.
-fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b.first().is_some_and(u8::is_ascii_alphanumeric)
-        && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
