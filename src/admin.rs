@@ -286,7 +286,8 @@ fn config_dump(state: &State) -> Value {
     let inbound = snap.inbound.as_ref().map(|ib| {
         json!({
             "workload": &*ib.workload, "namespace": &*ib.namespace,
-            "listen": ib.listen.to_string(), "app": ib.app.to_string(),
+            "listen": ib.listener.as_ref().map(|l| l.listen.to_string()),
+            "app": ib.listener.as_ref().map(|l| l.app.to_string()),
             "mtls": format!("{:?}", ib.mtls).to_lowercase(),
             "authorization": ib.authz.names().collect::<Vec<_>>(),
         })

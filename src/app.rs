@@ -331,7 +331,8 @@ async fn serve(args: RunArgs, source: Source, logs: telemetry::LogControl) -> Ex
                 .snapshot()
                 .inbound
                 .as_ref()
-                .map_or(DEFAULT_INBOUND, |ib| ib.listen),
+                .and_then(|ib| ib.listener.as_ref())
+                .map_or(DEFAULT_INBOUND, |l| l.listen),
         ]
     } else {
         args.inbound_addr.clone()

@@ -72,10 +72,14 @@ impl Inbound {
         };
         let app = SocketAddr::new(loopback, dst.port());
         let snap = state.snapshot();
-        let stats = snap.inbound.as_ref().map_or_else(
-            || state.redirected_inbound.clone(),
-            |ib| ib.route.stats.clone(),
-        );
+        let stats = snap
+            .inbound
+            .as_ref()
+            .and_then(|ib| ib.listener.as_ref())
+            .map_or_else(
+                || state.redirected_inbound.clone(),
+                |l| l.route.stats.clone(),
+            );
         // The pod's IPv6 address has no source address the rules could exempt.
         let pod = (dst.is_ipv4() && !dst.ip().is_loopback()).then_some(dst);
         let cluster = state.app_cluster(app, || {
@@ -114,7 +118,11 @@ impl Inbound {
         if ib.authz.is_empty() {
             return Ok(());
         }
-        let port = self.redirected_port.unwrap_or(ib.app.port());
+        // A connection that was not redirected reached the workload's own listener.
+        let port = self
+            .redirected_port
+            .or_else(|| ib.listener.as_ref().map(|l| l.app.port()))
+            .unwrap_or(0);
         let normal = path.map(authz::normalize_path);
         let req = authz::Request {
             method,
@@ -140,9 +148,11 @@ impl Inbound {
     }
 
     fn route<'a>(&'a self, snap: &'a Snapshot) -> Option<&'a Route> {
-        self.redirected
+        self.redirected.as_ref().or(snap
+            .inbound
             .as_ref()
-            .or(snap.inbound.as_ref().map(|ib| &ib.route))
+            .and_then(|ib| ib.listener.as_ref())
+            .map(|l| &l.route))
     }
 }
 
@@ -195,7 +205,7 @@ impl Side for Inbound {
     }
 
     fn mtls(&self, snap: &Snapshot) -> Option<MtlsMode> {
-        // A workload with no inbound settings (redirected mode) is permissive.
+        // No workload, or one with no inbound settings (a pod's sidecar): permissive.
         Some(
             snap.inbound
                 .as_ref()

@@ -71,20 +71,29 @@ pub struct Service {
     pub used: Arc<AtomicBool>,
 }
 
-/// This sidecar's workload: where its inbound side listens and where the app is.
+/// This sidecar's workload (`--workload`): what its inbound side enforces on every
+/// connection, redirected or not, and, with `inbound` settings, its own listener.
 #[derive(Debug)]
 pub struct Inbound {
     pub workload: Arc<str>,
     pub namespace: Arc<str>,
-    pub listen: SocketAddr,
-    pub app: SocketAddr,
-    /// `inbound.mtls`: what a client must speak.
+    /// `inbound.mtls`: what a client must speak; `permissive` without `inbound`.
     pub mtls: MtlsMode,
     /// The authorization policies that apply to this workload.
     pub authz: Policies,
-    pub route: Route,
     /// `rateLimit`: inbound requests beyond it get 429.
     pub limiter: Option<RateLimiter>,
+    /// `inbound.listen` and `inbound.app`; none for a pod's sidecar, whose inbound side
+    /// takes redirected connections only.
+    pub listener: Option<InboundListener>,
+}
+
+/// Where the workload's inbound side listens, and its route to the app.
+#[derive(Debug)]
+pub struct InboundListener {
+    pub listen: SocketAddr,
+    pub app: SocketAddr,
+    pub route: Route,
 }
 
 /// One config generation: immutable but for each cluster's endpoints (an `Endpoints` update
@@ -281,7 +290,7 @@ impl Snapshot {
                         namespace: namespace.to_owned(),
                     }
                 })?;
-                w.inbound.as_ref().map(|ib| {
+                let listener = w.inbound.as_ref().map(|ib| {
                     let carried = carry
                         .endpoints
                         .get(&(INBOUND_CLUSTER.to_owned(), String::new(), ib.app))
@@ -293,33 +302,39 @@ impl Snapshot {
                         cx.resilience,
                         carried,
                     ));
-                    let workload_key = format!("{namespace}/{name}");
-                    let limiter = w.rate_limit.as_ref().map(|rl| {
-                        let bucket = carry
-                            .bucket
-                            .as_ref()
-                            .filter(|(k, _)| *k == workload_key)
-                            .map(|(_, b)| b.clone());
-                        RateLimiter::new(name.into(), rl, bucket, cx.resilience.rate_limited(name))
-                    });
-                    Inbound {
-                        workload: name.into(),
-                        namespace: namespace.into(),
+                    InboundListener {
                         listen: ib.listen,
                         app: ib.app,
-                        mtls: ib.mtls,
-                        authz: if cx.policies_selected {
-                            Policies::compile(&mesh.authorization, cx.authz)
-                        } else {
-                            Policies::compile(applying_to(mesh, namespace, name), cx.authz)
-                        },
                         route: Route::fallback(
                             DEFAULT_ROUTE,
                             cluster,
                             cx.metrics.route(Direction::Inbound, name, DEFAULT_ROUTE),
                         ),
-                        limiter,
                     }
+                });
+                let workload_key = format!("{namespace}/{name}");
+                let limiter = w.rate_limit.as_ref().map(|rl| {
+                    let bucket = carry
+                        .bucket
+                        .as_ref()
+                        .filter(|(k, _)| *k == workload_key)
+                        .map(|(_, b)| b.clone());
+                    RateLimiter::new(name.into(), rl, bucket, cx.resilience.rate_limited(name))
+                });
+                Some(Inbound {
+                    workload: name.into(),
+                    namespace: namespace.into(),
+                    mtls: w
+                        .inbound
+                        .as_ref()
+                        .map_or(MtlsMode::Permissive, |ib| ib.mtls),
+                    authz: if cx.policies_selected {
+                        Policies::compile(&mesh.authorization, cx.authz)
+                    } else {
+                        Policies::compile(applying_to(mesh, namespace, name), cx.authz)
+                    },
+                    limiter,
+                    listener,
                 })
             }
         };
@@ -498,7 +513,7 @@ fn carry_from(prev: &Snapshot) -> Carry {
         }
     }
     if let Some(ib) = &prev.inbound {
-        for (c, _) in ib.route.backends() {
+        for (c, _) in ib.listener.iter().flat_map(|l| l.route.backends()) {
             add(c);
         }
         if let Some(l) = &ib.limiter {

@@ -171,6 +171,51 @@ async fn an_app_listening_on_the_pod_address_only_is_reached_at_that_address() {
     }
 }
 
+/// A pod's sidecar has a workload but no `inbound` listener settings: its authorization
+/// policies still hold for the connections redirected to it.
+#[tokio::test]
+async fn a_pod_workload_without_inbound_settings_enforces_its_policies() {
+    if skipped("a_pod_workload_without_inbound_settings_enforces_its_policies") {
+        return;
+    }
+    let pair = PodPair::new();
+    pair.server.init_ok(&["--ipv6", "off"]);
+    let closed = Whoami::start(pair.server.bind("[::]:0".parse().expect("literal")));
+    let open = Whoami::start(pair.server.bind("[::]:0".parse().expect("literal")));
+    let mesh = format!(
+        "services:\n  - name: web\n    endpoints:\n      - {{ workload: server, address: \"{closed_addr}\" }}\n      - {{ workload: server, address: \"{open_addr}\" }}\nworkloads:\n  - name: server\nauthorization:\n  - name: closed-port\n    target: web\n    action: deny\n    to: [ {{ ports: [{port}] }} ]\n",
+        closed_addr = at(SERVER_V4, closed.port),
+        open_addr = at(SERVER_V4, open.port),
+        port = closed.port,
+    );
+    let server = sidecar(&mesh, &pair.server)
+        .workload("server", "default")
+        .start()
+        .await;
+
+    let seen = who(pair.client.connect(at(SERVER_V4, open.port))).await;
+    assert_eq!(seen, Ipv4Addr::LOCALHOST, "the open port is reached");
+
+    let mut denied = pair.client.connect(at(SERVER_V4, closed.port));
+    let answer = within("the denied connection ends", crate::support::STEP, async {
+        let _ = denied.write_all(b"who\n").await;
+        let mut answer = String::new();
+        let _ = denied.read_to_string(&mut answer).await;
+        answer
+    })
+    .await;
+    assert_eq!(answer, "", "the denied port's app answered");
+    let m = server.metric_values().await;
+    assert_eq!(
+        m.sum(
+            "skiff_authz_decisions_total",
+            &[("policy", "default/closed-port"), ("result", "deny")]
+        ),
+        1.0,
+        "the deny policy decided it"
+    );
+}
+
 #[tokio::test]
 async fn an_app_calling_itself_through_its_service_goes_through_the_inbound_side() {
     if skipped("an_app_calling_itself_through_its_service_goes_through_the_inbound_side") {
