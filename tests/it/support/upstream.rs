@@ -724,13 +724,8 @@ impl HangUpAfterAnswer {
                 let log = log.clone();
                 async move {
                     log.connections.fetch_add(1, Ordering::SeqCst);
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while super::client::find(&head, b"\r\n\r\n").is_none() {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
+                    if read_head(&mut stream).await.is_none() {
+                        return;
                     }
                     let _ = stream
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -752,6 +747,20 @@ impl HangUpAfterAnswer {
     pub fn connections(&self) -> usize {
         self.log.connections.load(Ordering::SeqCst)
     }
+}
+
+/// Reads up to the end of a request head (and whatever came with it); `None` when the
+/// connection ends or fails first.
+async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while super::client::find(&head, b"\r\n\r\n").is_none() {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
 }
 
 /// An address with nothing listening: bound to learn a free port, then released.
@@ -781,14 +790,9 @@ impl RawHttpUpstream {
             move |mut stream, _| {
                 let heads = heads.clone();
                 async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while super::client::find(&head, b"\r\n\r\n").is_none() {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                    let Some(head) = read_head(&mut stream).await else {
+                        return;
+                    };
                     heads.lock().expect("raw upstream lock").push(head);
                     let _ = stream.write_all(RAW_RESPONSE).await;
                     let _ = stream.shutdown().await;
