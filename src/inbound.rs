@@ -29,10 +29,24 @@ use crate::{
     tls::TlsMetrics,
 };
 
-/// The source address of the sidecar's connections to the app at the pod's own address:
+/// The source address of the sidecar's connections to the app at the pod's own IPv4 address:
 /// `skiff init` lets traffic from it through `lo` untouched, where the sidecar's other
 /// connections to the pod's address are redirected to the inbound side.
 pub const POD_SOURCE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6)), 0);
+
+/// [`POD_SOURCE`] for the pod's IPv6 address: `::6`, which `skiff init` puts on `lo` (IPv6
+/// loopback is `::1` alone) when it installs the IPv6 rules.
+pub const POD_SOURCE_V6_IP: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
+pub const POD_SOURCE_V6: SocketAddr = SocketAddr::new(IpAddr::V6(POD_SOURCE_V6_IP), 0);
+
+/// The source of the sidecar's connections to the app at the pod's address `dst`.
+pub fn pod_source(dst: SocketAddr) -> SocketAddr {
+    if dst.is_ipv4() {
+        POD_SOURCE
+    } else {
+        POD_SOURCE_V6
+    }
+}
 
 /// Per inbound connection: where a redirected connection was going, as a route to the app,
 /// and who the client proved to be.
@@ -80,8 +94,7 @@ impl Inbound {
                 || state.redirected_inbound.clone(),
                 |l| l.route.stats.clone(),
             );
-        // The pod's IPv6 address has no source address the rules could exempt.
-        let pod = (dst.is_ipv4() && !dst.ip().is_loopback()).then_some(dst);
+        let pod = (!dst.ip().is_loopback()).then_some(dst);
         let cluster = state.app_cluster(app, || {
             redirected_app_cluster(app, pod, &state.settings, &state.resilience)
         });

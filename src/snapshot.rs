@@ -558,7 +558,7 @@ pub fn single_cluster(
 }
 
 /// The cluster of an app reached by redirected inbound connections: `app` on loopback, and
-/// `pod` (the connection's original destination) from [`crate::inbound::POD_SOURCE`] when the
+/// `pod` (the connection's original destination) from [`crate::inbound::pod_source`] when the
 /// app refuses on loopback because it listens on the pod's address only.
 pub fn redirected_app_cluster(
     app: SocketAddr,
@@ -574,7 +574,7 @@ pub fn redirected_app_cluster(
         settings.h1_max_idle,
     );
     if let Some(pod) = pod {
-        pool = pool.with_alternate(pod, crate::inbound::POD_SOURCE);
+        pool = pool.with_alternate(pod, crate::inbound::pod_source(pod));
     }
     let carried = (Arc::new(Endpoint::new(app, None, None)), Arc::new(pool));
     single_cluster("inbound", app, settings, resilience, Some(carried))

@@ -100,8 +100,15 @@ pub fn dry_run_text(args: &InitArgs, families: &[Family]) -> String {
     families
         .iter()
         .map(|&f| {
+            let also = match f {
+                Family::V4 => String::new(),
+                Family::V6 => format!(
+                    "# skiff init: and {}/128 on lo, the sidecar's source for an app at the pod's IPv6 address\n",
+                    crate::inbound::POD_SOURCE_V6_IP
+                ),
+            };
             format!(
-                "# skiff init: {} rules for {} --noflush\n{}",
+                "# skiff init: {} rules for {} --noflush\n{also}{}",
                 f.label(),
                 plain.restore(f),
                 plan(args, f).restore_text()
@@ -124,6 +131,16 @@ fn install(args: &InitArgs, tools: Tools, families: &[Family]) -> Result<(), Ini
             );
         } else {
             steps.push((family, plan.apply_text(&saved)));
+        }
+    }
+    if families.contains(&Family::V6) {
+        // The sidecar's source for an app at the pod's IPv6 address; the IPv6 rules let it
+        // through `lo` untouched. Without it only that fallback is lost, so warn and go on.
+        let source = crate::inbound::POD_SOURCE_V6_IP;
+        if let Err(e) = pod::add_loopback_v6(source) {
+            eprintln!(
+                "skiff init: cannot add {source}/128 to lo ({e}); an app that listens only on the pod's IPv6 address will not be reached"
+            );
         }
     }
     for (family, text) in steps {

@@ -109,12 +109,11 @@ pub fn plan(opts: &InitArgs, family: Family) -> Plan {
     let lo = family.loopback();
     // The sidecar's connections to the app at the pod's own address (an app that does not
     // listen on loopback) come from a source address of their own: straight to the app.
-    if family == Family::V4 {
-        push(
-            OUTPUT,
-            format!("-s {}/32 -o lo -j RETURN", crate::inbound::POD_SOURCE.ip()),
-        );
-    }
+    let (source, bits) = match family {
+        Family::V4 => (crate::inbound::POD_SOURCE.ip(), 32),
+        Family::V6 => (crate::inbound::POD_SOURCE_V6.ip(), 128),
+    };
+    push(OUTPUT, format!("-s {source}/{bits} -o lo -j RETURN"));
     let mut owners = vec![format!("--uid-owner {}", opts.proxy_uid)];
     if let Some(gid) = opts.proxy_gid {
         owners.push(format!("--gid-owner {gid}"));

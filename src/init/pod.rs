@@ -1,6 +1,6 @@
 //! What `skiff init` learns about the pod it runs in: whether this process holds NET_ADMIN
-//! (`/proc/self/status`) and whether the pod has a global IPv6 address (`/proc/net/if_inet6`).
-//! The parsers are pure; the two readers only open the files.
+//! (`/proc/self/status`) and whether the pod has a global IPv6 address (`/proc/net/if_inet6`);
+//! and the one address it adds, the sidecar's IPv6 source on `lo`. The parsers are pure.
 
 /// CAP_NET_ADMIN's bit in the capability sets (linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
@@ -33,6 +33,41 @@ fn lists_global_ipv6(text: &str) -> bool {
         let fields: Vec<&str> = line.split_whitespace().collect();
         matches!(fields.as_slice(), [_, _, _, scope, _, name] if *scope == "00" && *name != "lo")
     })
+}
+
+/// Puts `addr`/128 on `lo`, as `ip -6 addr add ADDR/128 dev lo` would; there already is
+/// fine. The kernel's IPv6 address ioctl, so the init image needs no iproute2.
+pub fn add_loopback_v6(addr: std::net::Ipv6Addr) -> std::io::Result<()> {
+    use std::{io, os::fd::AsRawFd};
+
+    // SAFETY: a plain socket call; the descriptor is owned (and closed) right after.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let request = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: addr.octets(),
+        },
+        ifr6_prefixlen: 128,
+        ifr6_ifindex: i32::try_from(index).unwrap_or(i32::MAX),
+    };
+    // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads one `in6_ifreq`, which outlives the call.
+    let done = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFADDR, &request) };
+    if done < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

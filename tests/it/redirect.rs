@@ -171,6 +171,32 @@ async fn an_app_listening_on_the_pod_address_only_is_reached_at_that_address() {
     }
 }
 
+#[tokio::test]
+async fn an_app_listening_on_the_pod_ipv6_address_only_is_reached_at_that_address() {
+    if skipped("an_app_listening_on_the_pod_ipv6_address_only_is_reached_at_that_address") {
+        return;
+    }
+    let pair = PodPair::new();
+    pair.server.init_ok(&["--ipv6", "on"]);
+    // Not on loopback: the sidecar's first try at [::1] is refused.
+    let app = Whoami::start(pair.server.bind(at(SERVER_V6, 0)));
+    let server = sidecar("services: []\n", &pair.server).start().await;
+
+    for n in 1..=2 {
+        let seen = who(pair.client.connect(at(SERVER_V6, app.port))).await;
+        assert_eq!(
+            seen,
+            skiff::inbound::POD_SOURCE_V6.ip(),
+            "connection {n}: the sidecar reached the app at the pod's IPv6 address, from the `::6` that `skiff init` put on lo"
+        );
+        assert_eq!(
+            counts(&server).await,
+            [0.0, f64::from(n), 0.0],
+            "connection {n}: taken inbound once (the sidecar's own connection was not looped back)"
+        );
+    }
+}
+
 /// A pod's sidecar has a workload but no `inbound` listener settings: its authorization
 /// policies still hold for the connections redirected to it.
 #[tokio::test]
