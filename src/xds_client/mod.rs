@@ -264,13 +264,28 @@ impl Client<'_> {
                 {
                     continue;
                 }
-                tx.send(req).await.map_err(|_| XdsError::RequestsClosed)?;
+                if tx.send(req).await.is_err() {
+                    return ended_under_requests(&mut stream).await;
+                }
             }
             self.metrics
                 .services
                 .set(i64::try_from(machine.services_held()).unwrap_or(i64::MAX));
             self.state.set_xds_status(machine.status(&cfg.url).render());
         }
+    }
+}
+
+/// The request side closes when the stream ends, so a request that finds it closed asks the
+/// response side how the stream ended: a control plane that stopped (`UNAVAILABLE`) is a
+/// normal close, not a failure.
+async fn ended_under_requests(
+    stream: &mut tonic::Streaming<skiff_api::pb::DiscoveryResponse>,
+) -> Result<(), XdsError> {
+    match tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
+        Ok(Ok(None)) => Ok(()),
+        Ok(Err(status)) => Err(status.into()),
+        Ok(Ok(Some(_))) | Err(_) => Err(XdsError::RequestsClosed),
     }
 }
 
