@@ -7,7 +7,7 @@
 //! takes passes through (opaque TCP and HTTP), counted. Each test needs root and iptables, and says so when skipped.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::Duration,
 };
@@ -150,25 +150,12 @@ async fn an_app_listening_on_the_pod_address_only_is_reached_at_that_address() {
     if skipped("an_app_listening_on_the_pod_address_only_is_reached_at_that_address") {
         return;
     }
-    let pair = PodPair::new();
-    pair.server.init_ok(&["--ipv6", "off"]);
-    // Not on loopback: the sidecar's first try at 127.0.0.1 is refused.
-    let app = Whoami::start(pair.server.bind(at(SERVER_V4, 0)));
-    let server = sidecar("services: []\n", &pair.server).start().await;
-
-    let passthrough_source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
-    for n in 1..=2 {
-        let seen = who(pair.client.connect(at(SERVER_V4, app.port))).await;
-        assert_eq!(
-            seen, passthrough_source,
-            "connection {n}: the sidecar reached the app at the pod address, from the source `skiff init` lets through"
-        );
-        assert_eq!(
-            counts(&server).await,
-            [0.0, f64::from(n), 0.0],
-            "connection {n}: taken inbound once (the sidecar's own connection was not looped back)"
-        );
-    }
+    reached_at_the_pod_address(
+        &["--ipv6", "off"],
+        SERVER_V4.into(),
+        skiff::inbound::POD_SOURCE.ip(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -176,18 +163,27 @@ async fn an_app_listening_on_the_pod_ipv6_address_only_is_reached_at_that_addres
     if skipped("an_app_listening_on_the_pod_ipv6_address_only_is_reached_at_that_address") {
         return;
     }
-    let pair = PodPair::new();
-    pair.server.init_ok(&["--ipv6", "on"]);
-    // Not on loopback: the sidecar's first try at [::1] is refused.
-    let app = Whoami::start(pair.server.bind(at(SERVER_V6, 0)));
-    let server = sidecar("services: []\n", &pair.server).start().await;
+    reached_at_the_pod_address(
+        &["--ipv6", "on"],
+        SERVER_V6.into(),
+        skiff::inbound::POD_SOURCE_V6.ip(),
+    )
+    .await;
+}
 
+/// An app bound to the server pod's address `pod` alone (so the sidecar's first try, on
+/// loopback, is refused) is reached at that address, from `source`: the address `skiff init`
+/// lets through `lo` (127.0.0.6, or the `::6` it puts on `lo`).
+async fn reached_at_the_pod_address(init: &[&str], pod: IpAddr, source: IpAddr) {
+    let pair = PodPair::new();
+    pair.server.init_ok(init);
+    let app = Whoami::start(pair.server.bind(SocketAddr::new(pod, 0)));
+    let server = sidecar("services: []\n", &pair.server).start().await;
     for n in 1..=2 {
-        let seen = who(pair.client.connect(at(SERVER_V6, app.port))).await;
+        let seen = who(pair.client.connect(SocketAddr::new(pod, app.port))).await;
         assert_eq!(
-            seen,
-            skiff::inbound::POD_SOURCE_V6.ip(),
-            "connection {n}: the sidecar reached the app at the pod's IPv6 address, from the `::6` that `skiff init` put on lo"
+            seen, source,
+            "connection {n}: the sidecar reached the app at the pod address {pod}, from the source `skiff init` lets through"
         );
         assert_eq!(
             counts(&server).await,

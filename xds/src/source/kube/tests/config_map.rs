@@ -6,8 +6,8 @@ use serde_json::json;
 use skiff_api::model::Protocol;
 
 use super::{
-    addrs, built, config_map, http_port, names, object, passes_check, pod, ready, reviews, service,
-    slice, slice_port, state, svc,
+    addrs, built, config_map, http_port, names, object, passes_check, pod, ratings_slice, reviews,
+    service, state, svc,
 };
 use crate::source::kube::{KubeError, Note, ObjectKind};
 
@@ -188,15 +188,7 @@ fn a_service_the_config_map_names_and_the_cluster_lacks_stands_in_without_endpoi
         .unwrap_or_else(|e| panic!("{e}"));
     s.apply(pod("ratings-1", "10.1.0.9", "ratings", true, "ratings"))
         .unwrap_or_else(|e| panic!("{e}"));
-    s.apply(slice(
-        "default",
-        "ratings-x1",
-        "ratings",
-        "IPv4",
-        &[ready("10.1.0.9", "ratings-1")],
-        slice_port("http", 9080),
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
+    s.apply(ratings_slice()).unwrap_or_else(|e| panic!("{e}"));
     let b = s.build().unwrap_or_else(|e| panic!("{e}"));
     let ratings = svc(&b.mesh, "ratings");
     assert_eq!(addrs(&ratings.endpoints), ["10.1.0.9:9080"]);

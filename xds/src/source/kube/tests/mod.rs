@@ -192,3 +192,15 @@ fn reviews() -> Vec<Object> {
         pod("reviews-4", "10.1.0.4", "reviews", true, "reviews"),
     ]
 }
+
+/// ratings: one slice with one ready endpoint, pod `ratings-1`.
+fn ratings_slice() -> Object {
+    slice(
+        "default",
+        "ratings-x1",
+        "ratings",
+        "IPv4",
+        &[ready("10.1.0.9", "ratings-1")],
+        slice_port("http", 9080),
+    )
+}

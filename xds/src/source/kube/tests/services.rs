@@ -6,8 +6,8 @@ use serde_json::json;
 use skiff_api::model::Protocol;
 
 use super::{
-    addrs, built, http_port, names, object, passes_check, pod, pod_json, ready, reviews, service,
-    slice, slice_port, state, svc,
+    addrs, built, http_port, names, object, passes_check, pod, pod_json, ratings_slice, ready,
+    reviews, service, slice, slice_port, state, svc,
 };
 use crate::source::kube::{Event, KubeError, Note, Object, ObjectKey, ObjectKind};
 
@@ -111,15 +111,7 @@ fn readiness_follows_kubernetes() {
 #[test]
 fn an_endpoint_waits_for_its_pod_and_the_pod_brings_it_with_its_identity() {
     let mut s = state([service("default", "ratings", &["10.96.0.11"], http_port())]);
-    s.apply(slice(
-        "default",
-        "ratings-x1",
-        "ratings",
-        "IPv4",
-        &[ready("10.1.0.9", "ratings-1")],
-        slice_port("http", 9080),
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
+    s.apply(ratings_slice()).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         svc(&built(&s), "ratings").endpoints.is_empty(),
         "the slice came before its pod: nothing announced yet"
